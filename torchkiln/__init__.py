@@ -1,0 +1,3 @@
+"""torchkiln: declarative, reproducible PyTorch pipelines compiled into DVC stages."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,47 @@
+"""Export formats. Each export is loaded back and compared with the eager model."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, PositiveFloat
+
+from torchkiln.registry import ExporterConfig, exporters
+
+
+class _Exporter(ExporterConfig):
+    tolerance: PositiveFloat = 1e-4
+    """Largest allowed absolute difference from the eager model's outputs."""
+
+    def export(self, target: Any, out_dir: Any) -> dict[str, Any]:
+        """Write the file(s) and check them; returns what the model card records."""
+        from torchkiln.runtime import exporting
+
+        return exporting.EXPORTERS[self.name](self, target, out_dir)
+
+
+@exporters.register
+class TorchScript(_Exporter):
+    """TorchScript (`torch.jit`), loadable with `torch.jit.load` and no torchkiln installed."""
+
+    name: Literal["torchscript"] = "torchscript"
+    method: Literal["trace", "script"] = "trace"
+    """Trace with the example batch, or compile the Python source with `torch.jit.script`."""
+
+
+@exporters.register
+class Onnx(_Exporter):
+    """ONNX with dynamic batch (and sequence) axes, checked with onnxruntime."""
+
+    name: Literal["onnx"] = "onnx"
+    opset: Annotated[int, Field(ge=17, le=23)] | None = None
+    """ONNX opset version (default: the exporter's choice)."""
+
+
+@exporters.register
+class Safetensors(_Exporter):
+    """The weights as safetensors, plus the architecture config to rebuild the model."""
+
+    name: Literal["safetensors"] = "safetensors"
+    tolerance: PositiveFloat = 1e-6
+    """Largest allowed absolute difference from the eager model's outputs."""

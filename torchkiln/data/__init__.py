@@ -1,0 +1,1 @@
+"""Dataset artifacts: what load_data writes and every later stage reads."""

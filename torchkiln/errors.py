@@ -1,0 +1,52 @@
+"""Errors a user can act on. The CLI prints them without a traceback.
+
+Exit codes: 2 for an invalid spec or bad usage (`SpecError`, `UsageError`),
+1 for a run that failed (`RunError`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class KilnError(Exception):
+    """Base of every error the CLI reports as a message rather than a traceback."""
+
+    exit_code = 1
+
+
+class RunError(KilnError):
+    """A stage failed while running: bad data, a non-finite loss, a failed parity check."""
+
+    exit_code = 1
+
+
+class UsageError(KilnError):
+    """The command line itself is wrong (a missing file, an unknown stage name)."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True, order=True)
+class Issue:
+    """One problem in a spec file, positioned at a line and column (both 1-based)."""
+
+    file: str
+    line: int
+    col: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.col}"
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class SpecError(KilnError):
+    """A spec is invalid. Carries every problem found, so all are reported at once."""
+
+    exit_code = 2
+
+    def __init__(self, issues: list[Issue]) -> None:
+        self.issues = sorted(set(issues), key=lambda i: (i.file, i.line, i.col, i.path, i.message))
+        super().__init__("\n".join(str(i) for i in self.issues))

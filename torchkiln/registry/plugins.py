@@ -1,0 +1,154 @@
+"""Loading components: built-in packs, `torchkiln.plugins` entry points, a spec's `plugins:`.
+
+A spec's plugin is an importable module name (`my_project.models`) or a `.py` file
+path relative to the spec. Loading is idempotent, so validating many specs that name
+the same plugin imports it once. Nothing is added to `sys.path`: a module plugin must
+be importable (install your project with `pip install -e .`) or be given as a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.metadata
+import importlib.util
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from torchkiln.errors import UsageError
+
+#: Component packs that ship inside torchkiln; they register like any plugin.
+BUILTIN_PACKS = (
+    "torchkiln.common",
+    "torchkiln.vision",
+    "torchkiln.text",
+    "torchkiln.gan",
+    "torchkiln.stages.builtin",
+)
+ENTRY_POINT_GROUP = "torchkiln.plugins"
+
+
+class PluginError(Exception):
+    """A plugin could not be found or raised while being imported."""
+
+
+@dataclass(frozen=True)
+class Plugin:
+    entry: str
+    module: ModuleType
+    #: Source files/folders inside the working directory, as POSIX paths (DVC dependencies).
+    sources: tuple[str, ...]
+
+
+_by_key: dict[str, Plugin] = {}
+_builtins_loaded = False
+
+
+def load_builtins() -> None:
+    """Import the built-in packs and any installed `torchkiln.plugins` entry points (once)."""
+    global _builtins_loaded
+    if _builtins_loaded:
+        return
+    for pack in BUILTIN_PACKS:
+        importlib.import_module(pack)
+    _builtins_loaded = True
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            ep.load()
+        except Exception as exc:
+            raise UsageError(
+                f"installed plugin {ep.name!r} ({ep.value}) failed on import: {_describe(exc)}"
+            ) from None
+
+
+def _describe(exc: BaseException) -> str:
+    """`ValueError: boom (at plugins/models.py:12)`: the exception and its innermost user frame."""
+    where = ""
+    frames = traceback.extract_tb(exc.__traceback__)
+    for frame in reversed(frames):
+        if "importlib" not in frame.filename and "/torchkiln/registry/" not in frame.filename:
+            where = f" (at {_relative(Path(frame.filename))}:{frame.lineno})"
+            break
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}{where}" if text else f"{type(exc).__name__}{where}"
+
+
+def _relative(path: Path) -> str:
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _inside_cwd(path: Path) -> str | None:
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return None
+
+
+def _load_file(entry: str, spec_dir: Path) -> Plugin:
+    path = (spec_dir / entry).resolve()
+    key = f"file:{path}"
+    if key in _by_key:
+        return _by_key[key]
+    if not path.is_file():
+        raise PluginError(
+            f"plugin file {entry!r} not found (looked for {_relative(path)}; "
+            "file plugins are relative to the spec)"
+        )
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:10]
+    module_name = f"torchkiln_plugin_{path.stem}_{digest}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[module_name]
+        raise PluginError(f"plugin {entry!r} failed on import: {_describe(exc)}") from None
+    sources = tuple(s for s in [_inside_cwd(path)] if s)
+    _by_key[key] = plugin = Plugin(entry, module, sources)
+    return plugin
+
+
+def _load_module(entry: str) -> Plugin:
+    key = f"module:{entry}"
+    if key in _by_key:
+        return _by_key[key]
+    try:
+        found = importlib.util.find_spec(entry)
+    except (ImportError, ValueError) as exc:
+        found, why = None, str(exc)
+    else:
+        why = f"No module named {entry!r}"
+    if found is None:
+        hint = ""
+        top = entry.split(".")[0]
+        if (Path.cwd() / top).exists():
+            hint = (
+                f"; ./{top} exists but is not importable: install your project "
+                "(pip install -e .) or name the plugin by its .py file path"
+            )
+        raise PluginError(f"cannot import plugin {entry!r}: {why}{hint}")
+    try:
+        module = importlib.import_module(entry)
+    except Exception as exc:
+        raise PluginError(f"plugin {entry!r} failed on import: {_describe(exc)}") from None
+    origin = Path(found.origin) if found.origin else None
+    if found.submodule_search_locations:
+        origin = Path(next(iter(found.submodule_search_locations)))
+    sources = tuple(s for s in [_inside_cwd(origin)] if origin and s)
+    _by_key[key] = plugin = Plugin(entry, module, sources)
+    return plugin
+
+
+def load_plugin(entry: str, spec_dir: Path) -> Plugin:
+    """Import one `plugins:` entry of a spec in `spec_dir`; raise `PluginError` with the reason."""
+    if entry.endswith(".py") or "/" in entry:
+        return _load_file(entry, spec_dir)
+    return _load_module(entry)

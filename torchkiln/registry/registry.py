@@ -1,0 +1,127 @@
+"""One small registry type: a dict of names, a decorator refusing duplicates, helpful lookups."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+#: Every registry ever created, by kind, so `kiln list` and `kiln schema` see domain-pack kinds too.
+ALL_REGISTRIES: dict[str, Registry[Any]] = {}
+
+
+def suggest(word: str, choices: list[str], n: int = 3) -> list[str]:
+    """Up to `n` close matches for a misspelt name, best first (case-insensitive)."""
+    lowered = {c.lower(): c for c in choices}
+    hits = difflib.get_close_matches(str(word).lower(), list(lowered), n=n, cutoff=0.6)
+    return [lowered[h] for h in hits]
+
+
+def did_you_mean(word: str, choices: list[str]) -> str:
+    """`"did you mean 'epochs'? "` or an empty string when nothing is close."""
+    hits = suggest(word, choices)
+    if not hits:
+        return ""
+    return "did you mean " + " or ".join(repr(h) for h in hits) + "? "
+
+
+def choices_text(choices: list[str], limit: int = 40) -> str:
+    shown = ", ".join(sorted(choices)[:limit])
+    return shown + (f", ... ({len(choices) - limit} more)" if len(choices) > limit else "")
+
+
+class UnknownNameError(LookupError):
+    """A name that no registered entry (nor the generic adapter) answers to."""
+
+    def __init__(self, kind: str, name: str, known: list[str]) -> None:
+        self.kind, self.name, self.known = kind, name, known
+        super().__init__(
+            f"unknown {kind} {name!r}; {did_you_mean(name, known)}"
+            f"known {kind}s: {choices_text(known)}"
+        )
+
+
+class DuplicateNameError(ValueError):
+    pass
+
+
+class Registry(Generic[T]):
+    """Named entries of one kind (models, optimizers, stage kinds...).
+
+    An entry names itself through its `registry_name()` classmethod, so the name
+    lives in one place (for components, the `name: Literal[...]` tag). `generic`
+    optionally answers names that are not registered, e.g. any `torch.optim` class
+    through one adapter; `generic_names` lists those for suggestions.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        doc: str,
+        *,
+        generic: Callable[[str], T | None] | None = None,
+        generic_names: Callable[[], list[str]] | None = None,
+    ) -> None:
+        if kind in ALL_REGISTRIES:
+            raise DuplicateNameError(f"a registry of kind {kind!r} already exists")
+        self.kind, self.doc = kind, doc
+        self._entries: dict[str, T] = {}
+        self._generic, self._generic_names = generic, generic_names
+        ALL_REGISTRIES[kind] = self
+
+    def set_generic(
+        self, lookup: Callable[[str], T | None], names: Callable[[], list[str]]
+    ) -> None:
+        """Install the adapter that answers names nobody registered (one per registry)."""
+        if self._generic is not None:
+            raise DuplicateNameError(f"the {self.kind} registry already has a generic adapter")
+        self._generic, self._generic_names = lookup, names
+
+    def register(self, entry: T) -> T:
+        """Decorator: add `entry` under its own name; refuse a name already taken."""
+        name = entry.registry_name()  # type: ignore[attr-defined]
+        if name in self._entries:
+            holder = self._entries[name].__module__  # type: ignore[attr-defined]
+            raise DuplicateNameError(
+                f"{self.kind} {name!r} is already registered by {holder}; "
+                f"{entry.__module__} cannot register it again; pick another name"  # type: ignore[attr-defined]
+            )
+        self._entries[name] = entry
+        return entry
+
+    def get(self, name: str) -> T:
+        """The entry called `name`, or the generic adapter's answer; else `UnknownNameError`."""
+        if name in self._entries:
+            return self._entries[name]
+        if self._generic is not None:
+            found = self._generic(name)
+            if found is not None:
+                return found
+        raise UnknownNameError(self.kind, name, self.known_names())
+
+    def names(self) -> list[str]:
+        """Registered names, sorted."""
+        return sorted(self._entries)
+
+    def generic_names(self) -> list[str]:
+        """Names only the generic adapter answers (not registered), sorted."""
+        if self._generic_names is None:
+            return []
+        return sorted(set(self._generic_names()) - set(self._entries))
+
+    def known_names(self) -> list[str]:
+        return self.names() + self.generic_names()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[tuple[str, T]]:
+        return iter(sorted(self._entries.items()))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {len(self)} entries)"

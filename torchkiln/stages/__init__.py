@@ -1,0 +1,1 @@
+"""Stage kinds: one module each, config and declaration light, the work imported inside run()."""

@@ -1,0 +1,55 @@
+"""augment: the train/eval transform lists and normalisation, plus a preview grid."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from torchkiln.registry import TransformConfig, registered, stages, transforms
+from torchkiln.stages.base import GraphFacts, Slot, StageConfig, StageContext, StageKind
+
+TransformList = list[Annotated[TransformConfig, registered(transforms)]]
+
+
+class AugmentConfig(StageConfig):
+    """Settings of an augment stage."""
+
+    train: TransformList = Field(default_factory=list)
+    """Random transforms applied to each training example, in order."""
+    eval: TransformList = Field(default_factory=list)
+    """Deterministic transforms applied at evaluation and export."""
+    normalize: bool = True
+    """Standardise with the train split's per-channel mean and std."""
+    preview: Annotated[int, Field(ge=0, le=256)] = 32
+    """Augmented training samples in the preview grid (0: no preview)."""
+
+
+@stages.register
+class Augment(StageKind):
+    """Data augmentation and normalisation, written as a transform spec with a preview grid."""
+
+    name = "augment"
+    config = AugmentConfig
+    consumes = {"dataset": Slot("dataset")}
+    produces = "transforms"
+    reads = ("seed", "task")
+
+    @classmethod
+    def check(
+        cls, config: Any, inputs: dict[str, dict[str, Any]], facts: GraphFacts
+    ) -> list[tuple[tuple[str | int, ...], str]]:
+        modality = inputs.get("dataset", {}).get("modality")
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        if modality and modality != "image":
+            for field in ("train", "eval"):
+                if getattr(config, field):
+                    problems.append(
+                        ((field,), f"image transforms cannot apply to a {modality} dataset")
+                    )
+        return problems
+
+    def run(self, ctx: StageContext) -> None:
+        from torchkiln.runtime.augment import run_augment
+
+        run_augment(ctx)

@@ -1,0 +1,100 @@
+"""build_model: build the architecture, optionally load weights and freeze parts of it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field, StringConstraints, model_validator
+
+from torchkiln.registry import ModelConfig, models, registered, stages
+from torchkiln.registry.component import Config
+from torchkiln.stages.base import (
+    ArtifactRef,
+    GraphFacts,
+    LocalPath,
+    Slot,
+    StageConfig,
+    StageContext,
+    StageKind,
+    StageName,
+)
+
+
+class WeightsConfig(Config):
+    """Initial weights: a local file, or another pipeline's stage output."""
+
+    path: LocalPath | None = None
+    """A .safetensors or .pt/.pth state_dict file (relative to the repository root)."""
+    pipeline: Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+$")] | None = None
+    """Take the weights of this pipeline's `stage` (a DVC dependency on its output)."""
+    stage: StageName | None = None
+    """Stage of `pipeline` whose weights to take (a build_model, train or export stage)."""
+    strict: bool = True
+    """Every key must match; false loads what matches and reports the rest."""
+    exclude: list[str] = Field(default_factory=list)
+    """Patterns of weight names not to load (fnmatch, e.g. `head.*` for a new label set)."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> WeightsConfig:
+        if (self.path is None) == (self.pipeline is None):
+            raise ValueError("give either `path:` or `pipeline:` with `stage:`")
+        if (self.pipeline is None) != (self.stage is None):
+            raise ValueError("`pipeline:` and `stage:` go together")
+        return self
+
+    def artifact_ref(self) -> ArtifactRef | None:
+        if self.pipeline is None or self.stage is None:
+            return None
+        return ArtifactRef(pipeline=self.pipeline, stage=self.stage)
+
+
+class BuildModelConfig(StageConfig):
+    """Settings of a build_model stage."""
+
+    model: Annotated[ModelConfig, registered(models)]
+    """The architecture (`kiln list model`)."""
+    weights: WeightsConfig | None = None
+    """Initial weights (default: seeded random initialisation)."""
+    freeze: list[str] = Field(default_factory=list)
+    """Parameter-name patterns (fnmatch, e.g. `features.*`) excluded from training."""
+
+
+@stages.register
+class BuildModel(StageKind):
+    """Build the model for the dataset (classes, input shape); writes weights and a summary."""
+
+    name = "build_model"
+    config = BuildModelConfig
+    consumes = {"dataset": Slot("dataset")}
+    produces = "model"
+    reads = ("seed", "task")
+
+    @classmethod
+    def check(
+        cls, config: Any, inputs: dict[str, dict[str, Any]], facts: GraphFacts
+    ) -> list[tuple[tuple[str | int, ...], str]]:
+        model = config.model
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        modality = inputs.get("dataset", {}).get("modality")
+        if modality and modality not in model.modalities:
+            problems.append(
+                (("model", "name"),
+                 f"model {model.name!r} takes {'/'.join(sorted(model.modalities))} inputs, "
+                 f"but the dataset is {modality}")
+            )  # fmt: skip
+        if facts.task.name not in model.tasks:
+            problems.append(
+                (("model", "name"),
+                 f"model {model.name!r} serves {', '.join(sorted(model.tasks))}, "
+                 f"not task {facts.task.name!r}")
+            )  # fmt: skip
+        return problems
+
+    @classmethod
+    def output_facts(cls, config: Any, inputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        return {**inputs.get("dataset", {}), "model": config.model.name}
+
+    def run(self, ctx: StageContext) -> None:
+        from torchkiln.runtime.build_model import run_build_model
+
+        run_build_model(ctx)

@@ -1,0 +1,59 @@
+"""evaluate: metrics on the test split, a confusion matrix and misclassified examples."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from torchkiln.common.metrics import Accuracy, ConfusionMatrix, F1Macro, PrecisionRecall
+from torchkiln.registry import MetricConfig, kinds, registered, stages
+from torchkiln.stages.base import PlotSpec, Slot, StageConfig, StageContext, StageKind
+
+
+class EvaluateConfig(StageConfig):
+    """Settings of an evaluate stage."""
+
+    # `kinds.metrics`, not `metrics`: annotations resolve in the class namespace, where
+    # `metrics` is this field.
+    metrics: Annotated[
+        list[Annotated[MetricConfig, registered(kinds.metrics)]], Field(min_length=1)
+    ] = Field(default_factory=lambda: [Accuracy(), F1Macro(), PrecisionRecall(), ConfusionMatrix()])
+    """Metrics to compute (`kiln list metric`)."""
+    split: Literal["test", "val"] = "test"
+    """Which held-out split to evaluate on."""
+    batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = 256
+    """Examples per forward pass."""
+    misclassified: Annotated[int, Field(ge=0, le=256)] = 36
+    """Misclassified examples shown in a grid (0: none)."""
+
+
+@stages.register
+class Evaluate(StageKind):
+    """Score the trained model on held-out data: metrics, a confusion matrix, mistakes."""
+
+    name = "evaluate"
+    config = EvaluateConfig
+    consumes = {
+        "dataset": Slot("dataset"),
+        "model": Slot("trained_model"),
+        "transforms": Slot("transforms", optional=True),
+    }
+    produces = "evaluation"
+    reads = ("seed", "task", "device")
+    writes_metrics = True
+    plots = (
+        PlotSpec("confusion.json", x="actual", y=("predicted",), template="confusion",
+                 title="confusion matrix"),
+        PlotSpec("confusion.png"),
+        PlotSpec("misclassified.png"),
+    )  # fmt: skip
+
+    @classmethod
+    def output_facts(cls, config: Any, inputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        return dict(inputs.get("model", {}))
+
+    def run(self, ctx: StageContext) -> None:
+        from torchkiln.runtime.evaluate import run_evaluate
+
+        run_evaluate(ctx)

@@ -1,0 +1,49 @@
+"""export: TorchScript, ONNX and safetensors files, each checked against the eager model,
+with a model card."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from torchkiln.common.exporters import Onnx, Safetensors, TorchScript
+from torchkiln.registry import ExporterConfig, exporters, registered, stages
+from torchkiln.stages.base import Slot, StageConfig, StageContext, StageKind
+
+
+class ExportConfig(StageConfig):
+    """Settings of an export stage."""
+
+    formats: Annotated[
+        list[Annotated[ExporterConfig, registered(exporters)]], Field(min_length=1)
+    ] = Field(default_factory=lambda: [TorchScript(), Onnx(), Safetensors()])
+    """Formats to write (`kiln list exporter`)."""
+    check_batch: Annotated[int, Field(ge=1, le=1024)] = 8
+    """Examples of the fixed batch each export is compared on."""
+
+
+@stages.register
+class Export(StageKind):
+    """Export the trained model, verify every file against the eager model, write a model card."""
+
+    name = "export"
+    config = ExportConfig
+    consumes = {
+        "model": Slot("trained_model"),
+        "dataset": Slot("dataset"),
+        "transforms": Slot("transforms", optional=True),
+        "evaluation": Slot("evaluation", optional=True),
+    }
+    produces = "export"
+    reads = ("seed", "task")
+    writes_metrics = True
+
+    @classmethod
+    def output_facts(cls, config: Any, inputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        return dict(inputs.get("model", {}))
+
+    def run(self, ctx: StageContext) -> None:
+        from torchkiln.runtime.export import run_export
+
+        run_export(ctx)
