@@ -101,6 +101,15 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from torchkiln.runner import run_pipeline
+    from torchkiln.schemas.spec import load_pipeline
+
+    pipeline = load_pipeline(Path(args.spec))
+    run_pipeline(pipeline, args.stage)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kiln", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -123,6 +132,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("list", cmd_list, "List registered stage kinds and components with their parameters.")
     p.add_argument("kind", nargs="?", help="one kind: stage, dataset, model, optimizer, ...")
     p.add_argument("--brief", action="store_true", help="names and summaries only")
+
+    p = add(
+        "run",
+        cmd_run,
+        "Run a pipeline (or some stages) without DVC: same outputs, same paths as dvc repro.",
+    )
+    p.add_argument("spec", metavar="SPEC", help="the pipeline spec, e.g. pipelines/mnist_cnn.yaml")
+    p.add_argument(
+        "--stage",
+        action="append",
+        metavar="STAGE",
+        help="run only this stage (repeatable); its inputs must exist already",
+    )
 
     p = add("schema", cmd_schema, "Print the JSON Schema of the spec language (for editors).")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")

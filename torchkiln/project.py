@@ -35,9 +35,12 @@ def load_project(
         if pipeline.name in pipelines:
             other = pipelines[pipeline.name].file
             issues.append(
-                pipeline.doc.issue(("name",), f"pipeline name {pipeline.name!r} is also used by "
-                                              f"{other}; names must be unique")
-            )  # fmt: skip
+                pipeline.doc.issue(
+                    ("name",),
+                    f"pipeline name {pipeline.name!r} is also used by "
+                    f"{other}; names must be unique",
+                )
+            )
             continue
         pipelines[pipeline.name] = pipeline
     issues.extend(cross_reference_issues(pipelines))
@@ -61,24 +64,30 @@ def cross_reference_issues(pipelines: dict[str, Pipeline]) -> list[Issue]:
                 target = pipelines.get(ref.pipeline)
                 if target is None:
                     if len(pipelines) > 1:
-                        issues.append(pipeline.doc.issue(
-                            (*where, "pipeline"),
-                            f"no pipeline {ref.pipeline!r}; "
-                            f"{did_you_mean(ref.pipeline, all_names)}"
-                            f"pipelines: {', '.join(all_names)}"
-                        ))  # fmt: skip
+                        issues.append(
+                            pipeline.doc.issue(
+                                (*where, "pipeline"),
+                                f"no pipeline {ref.pipeline!r}; "
+                                f"{did_you_mean(ref.pipeline, all_names)}"
+                                f"pipelines: {', '.join(all_names)}",
+                            )
+                        )
                 elif ref.stage not in target.stages:
                     names = list(target.stages)
-                    issues.append(pipeline.doc.issue(
-                        (*where, "stage"),
-                        f"pipeline {ref.pipeline!r} has no stage {ref.stage!r}; "
-                        f"{did_you_mean(ref.stage, names)}its stages: {', '.join(names)}"
-                    ))  # fmt: skip
+                    issues.append(
+                        pipeline.doc.issue(
+                            (*where, "stage"),
+                            f"pipeline {ref.pipeline!r} has no stage {ref.stage!r}; "
+                            f"{did_you_mean(ref.stage, names)}its stages: {', '.join(names)}",
+                        )
+                    )
                 elif ref.pipeline == pipeline.name:
-                    issues.append(pipeline.doc.issue(
-                        (*where, "pipeline"),
-                        "a stage cannot use its own pipeline's output this way; use `inputs:`"
-                    ))  # fmt: skip
+                    issues.append(
+                        pipeline.doc.issue(
+                            (*where, "pipeline"),
+                            "a stage cannot use its own pipeline's output this way; use `inputs:`",
+                        )
+                    )
     return issues
 
 

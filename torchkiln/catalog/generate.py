@@ -16,13 +16,30 @@ EXCLUDED = {
     "scheduler": {"LambdaLR", "MultiplicativeLR", "ChainedScheduler", "SequentialLR"},
     "loss": {"AdaptiveLogSoftmaxWithLoss"},
     "transform": {
-        "Lambda", "Compose", "RandomApply", "RandomChoice", "RandomOrder",
-        "LinearTransformation", "ToPILImage", "PILToTensor", "ToTensor", "ToImage",
-        "ToPureTensor", "FiveCrop", "TenCrop", "ClampBoundingBoxes", "ClampKeyPoints",
-        "ConvertBoundingBoxFormat", "SanitizeBoundingBoxes", "SanitizeKeyPoints",
-        "SetClampingMode", "RandomIoUCrop", "CutMix", "MixUp",
+        "Lambda",
+        "Compose",
+        "RandomApply",
+        "RandomChoice",
+        "RandomOrder",
+        "LinearTransformation",
+        "ToPILImage",
+        "PILToTensor",
+        "ToTensor",
+        "ToImage",
+        "ToPureTensor",
+        "FiveCrop",
+        "TenCrop",
+        "ClampBoundingBoxes",
+        "ClampKeyPoints",
+        "ConvertBoundingBoxFormat",
+        "SanitizeBoundingBoxes",
+        "SanitizeKeyPoints",
+        "SetClampingMode",
+        "RandomIoUCrop",
+        "CutMix",
+        "MixUp",
     },
-}  # fmt: skip
+}
 
 
 def _is_member(section: str, name: str, obj: Any) -> bool:

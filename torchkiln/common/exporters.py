@@ -14,10 +14,9 @@ class _Exporter(ExporterConfig):
     """Largest allowed absolute difference from the eager model's outputs."""
 
     def export(self, target: Any, out_dir: Any) -> dict[str, Any]:
-        """Write the file(s) and check them; returns what the model card records."""
-        from torchkiln.runtime import exporting
-
-        return exporting.EXPORTERS[self.name](self, target, out_dir)
+        """Write the file, load it back, compare it with the eager model; returns what the
+        model card records (file name, largest difference, ...)."""
+        raise NotImplementedError
 
 
 @exporters.register
@@ -28,6 +27,11 @@ class TorchScript(_Exporter):
     method: Literal["trace", "script"] = "trace"
     """Trace with the example batch, or compile the Python source with `torch.jit.script`."""
 
+    def export(self, target: Any, out_dir: Any) -> dict[str, Any]:
+        from torchkiln.runtime.exporting import export_torchscript
+
+        return export_torchscript(self, target, out_dir)
+
 
 @exporters.register
 class Onnx(_Exporter):
@@ -37,6 +41,11 @@ class Onnx(_Exporter):
     opset: Annotated[int, Field(ge=17, le=23)] | None = None
     """ONNX opset version (default: the exporter's choice)."""
 
+    def export(self, target: Any, out_dir: Any) -> dict[str, Any]:
+        from torchkiln.runtime.exporting import export_onnx
+
+        return export_onnx(self, target, out_dir)
+
 
 @exporters.register
 class Safetensors(_Exporter):
@@ -45,3 +54,8 @@ class Safetensors(_Exporter):
     name: Literal["safetensors"] = "safetensors"
     tolerance: PositiveFloat = 1e-6
     """Largest allowed absolute difference from the eager model's outputs."""
+
+    def export(self, target: Any, out_dir: Any) -> dict[str, Any]:
+        from torchkiln.runtime.exporting import export_safetensors
+
+        return export_safetensors(self, target, out_dir)

@@ -30,9 +30,12 @@ class SGD(OptimizerConfig):
         import torch
 
         return torch.optim.SGD(
-            params, lr=self.lr, momentum=self.momentum, nesterov=self.nesterov,
+            params,
+            lr=self.lr,
+            momentum=self.momentum,
+            nesterov=self.nesterov,
             weight_decay=self.weight_decay,
-        )  # fmt: skip
+        )
 
 
 @optimizers.register
@@ -53,9 +56,12 @@ class Adam(OptimizerConfig):
         import torch
 
         return torch.optim.Adam(
-            params, lr=self.lr, betas=tuple(self.betas), eps=self.eps,
+            params,
+            lr=self.lr,
+            betas=tuple(self.betas),
+            eps=self.eps,
             weight_decay=self.weight_decay,
-        )  # fmt: skip
+        )
 
 
 @optimizers.register
@@ -76,9 +82,12 @@ class AdamW(OptimizerConfig):
         import torch
 
         return torch.optim.AdamW(
-            params, lr=self.lr, betas=tuple(self.betas), eps=self.eps,
+            params,
+            lr=self.lr,
+            betas=tuple(self.betas),
+            eps=self.eps,
             weight_decay=self.weight_decay,
-        )  # fmt: skip
+        )
 
 
 @optimizers.register
@@ -101,6 +110,10 @@ class RMSprop(OptimizerConfig):
         import torch
 
         return torch.optim.RMSprop(
-            params, lr=self.lr, alpha=self.alpha, eps=self.eps, momentum=self.momentum,
+            params,
+            lr=self.lr,
+            alpha=self.alpha,
+            eps=self.eps,
+            momentum=self.momentum,
             weight_decay=self.weight_decay,
-        )  # fmt: skip
+        )

@@ -74,10 +74,15 @@ class OneCycleLR(_Scheduler):
 
         max_lr = self.max_lr or optimizer.param_groups[0]["lr"]
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=max_lr, epochs=epochs, steps_per_epoch=steps_per_epoch,
-            pct_start=self.pct_start, anneal_strategy=self.anneal_strategy,
-            div_factor=self.div_factor, final_div_factor=self.final_div_factor,
-        )  # fmt: skip
+            optimizer,
+            max_lr=max_lr,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            pct_start=self.pct_start,
+            anneal_strategy=self.anneal_strategy,
+            div_factor=self.div_factor,
+            final_div_factor=self.final_div_factor,
+        )
 
 
 @schedulers.register
@@ -99,9 +104,13 @@ class ReduceLROnPlateau(_Scheduler):
         import torch
 
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode=mode, factor=self.factor, patience=self.patience,
-            threshold=self.threshold, min_lr=self.min_lr,
-        )  # fmt: skip
+            optimizer,
+            mode=mode,
+            factor=self.factor,
+            patience=self.patience,
+            threshold=self.threshold,
+            min_lr=self.min_lr,
+        )
 
 
 @schedulers.register

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import PydanticCustomError, core_schema
 
-from torchkiln.registry.registry import Registry, UnknownNameError
+from torchkiln.registry.registry import Registry, UnknownNameError, article
 
 
 class Config(BaseModel):
@@ -72,8 +72,7 @@ class registered:
         if not isinstance(value, dict):
             raise PydanticCustomError(
                 "component_type",
-                f"expected a {reg.kind} name or a mapping with a 'name' key "
-                f"(got {type(value).__name__})",
+                f"expected {article(reg.kind)} name or a mapping with a 'name' key",
             )
         name = value.get("name")
         if name is None:
@@ -81,7 +80,7 @@ class registered:
                 "missing_name", f"missing 'name': which {reg.kind}? choose one of {_short(reg)}"
             )
         if not isinstance(name, str):
-            raise _error("name_type", f"a {reg.kind} name must be a string", ("name",), name)
+            raise _error("name_type", f"{article(reg.kind)} name must be a string", ("name",), name)
         try:
             cls = reg.get(name)
         except UnknownNameError as exc:

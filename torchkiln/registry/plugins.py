@@ -58,7 +58,7 @@ def load_builtins() -> None:
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:
             ep.load()
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # sys.exit() in a plugin must not end kiln
             raise UsageError(
                 f"installed plugin {ep.name!r} ({ep.value}) failed on import: {_describe(exc)}"
             ) from None
@@ -108,7 +108,7 @@ def _load_file(entry: str, spec_dir: Path) -> Plugin:
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit() in a plugin must not end kiln
         del sys.modules[module_name]
         raise PluginError(f"plugin {entry!r} failed on import: {_describe(exc)}") from None
     sources = tuple(s for s in [_inside_cwd(path)] if s)
@@ -137,7 +137,7 @@ def _load_module(entry: str) -> Plugin:
         raise PluginError(f"cannot import plugin {entry!r}: {why}{hint}")
     try:
         module = importlib.import_module(entry)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit() in a plugin must not end kiln
         raise PluginError(f"plugin {entry!r} failed on import: {_describe(exc)}") from None
     origin = Path(found.origin) if found.origin else None
     if found.submodule_search_locations:

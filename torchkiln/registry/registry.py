@@ -32,6 +32,16 @@ def choices_text(choices: list[str], limit: int = 40) -> str:
     return shown + (f", ... ({len(choices) - limit} more)" if len(choices) > limit else "")
 
 
+def plural(kind: str) -> str:
+    """`loss` -> `losses`, `model` -> `models` (registry kinds in messages)."""
+    return kind + ("es" if kind.endswith(("s", "x", "ch", "sh")) else "s")
+
+
+def article(word: str) -> str:
+    """`an optimizer`, `a model`."""
+    return ("an " if word[:1].lower() in ("a", "e", "i", "o", "u") else "a ") + word
+
+
 class UnknownNameError(LookupError):
     """A name that no registered entry (nor the generic adapter) answers to."""
 
@@ -39,7 +49,7 @@ class UnknownNameError(LookupError):
         self.kind, self.name, self.known = kind, name, known
         super().__init__(
             f"unknown {kind} {name!r}; {did_you_mean(name, known)}"
-            f"known {kind}s: {choices_text(known)}"
+            f"known {plural(kind)}: {choices_text(known)}"
         )
 
 

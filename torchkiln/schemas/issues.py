@@ -100,6 +100,15 @@ def keys_at(root: type[BaseModel], data: Any, loc: Loc) -> list[str] | None:
     return sorted(model.model_fields) if model is not None else None
 
 
+def _value_at(data: Any, loc: Loc) -> Any:
+    for part in loc:
+        in_list = isinstance(data, list) and isinstance(part, int) and part < len(data)
+        if not (in_list or (isinstance(data, dict) and part in data)):
+            return None
+        data = data[part]
+    return data
+
+
 def _expected_literals(error: dict[str, Any]) -> list[str]:
     expected = (error.get("ctx") or {}).get("expected", "")
     return re.findall(r"'([^']*)'", str(expected))
@@ -114,6 +123,15 @@ def issues_from(
         loc: Loc = tuple(error["loc"])
         full = (*prefix, *loc)
         kind, message, value = error["type"], error["msg"], error.get("input")
+        if len(loc) >= 2 and loc[-1] == "[key]":  # a mapping key is invalid (a stage name)
+            parent = _value_at(data, loc[:-2])
+            # Pydantic writes a `null` or `1.5` key as a string; find the key as it was loaded.
+            keys = list(parent) if isinstance(parent, dict) else []
+            found = [k for k in keys if str(k) == str(loc[-2])]
+            key_loc = (*prefix, *loc[:-2], found[0] if found else loc[-2])
+            message = f"invalid key {render_value(value)}: {message}"
+            issues.append(doc.issue(key_loc, message, key=True))
+            continue
         if kind == "extra_forbidden":
             allowed = keys_at(model, data, loc[:-1]) or []
             key = str(loc[-1])

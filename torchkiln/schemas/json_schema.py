@@ -39,10 +39,13 @@ def spec_json_schema() -> dict[str, Any]:
         for key, targets in sorted(by_key.items())
     }
     with_uses = [
-        {"allOf": [{"$ref": ref_of(k.config)}],
-         "properties": {"uses": {"const": k.name}}, "required": ["uses"]}
+        {
+            "allOf": [{"$ref": ref_of(k.config)}],
+            "properties": {"uses": {"const": k.name}},
+            "required": ["uses"],
+        }
         for k in stage_kinds
-    ]  # fmt: skip
+    ]
     root["properties"]["stages"] = {
         "type": "object",
         "description": root["properties"]["stages"].get("description", ""),

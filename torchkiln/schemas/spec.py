@@ -19,7 +19,7 @@ from torchkiln.registry.component import Config, registered
 from torchkiln.registry.kinds import TaskConfig
 from torchkiln.registry.plugins import Plugin, PluginError, load_builtins, load_plugin
 from torchkiln.registry.registry import UnknownNameError, choices_text, did_you_mean
-from torchkiln.schemas.issues import issues_from
+from torchkiln.schemas.issues import issues_from, render_value
 from torchkiln.schemas.yaml_source import Loc, YamlDocument, load_yaml
 from torchkiln.stages.base import STAGE_NAME_PATTERN, GraphFacts, StageConfig, StageKind
 
@@ -59,6 +59,11 @@ class StageNode:
     config: StageConfig
     #: slot -> producing stage (within this pipeline)
     inputs: dict[str, str] = field(default_factory=dict)
+    #: slot -> what validation knows of that input (e.g. {"modality": "image"})
+    input_facts: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def plot_specs(self) -> tuple[Any, ...]:
+        return self.kind.plot_specs(self.config, self.input_facts)
 
 
 @dataclass
@@ -82,6 +87,23 @@ class Pipeline:
     def top_level_present(self) -> set[str]:
         return set(self.doc.data)
 
+    def canonical(self) -> dict[str, Any]:
+        """The validated spec with every default filled in: what the digest covers."""
+        return {
+            "name": self.name,
+            "task": self.task.model_dump(mode="json"),
+            "seed": self.seed,
+            "device": self.device,
+            "stages": {n: s.config.model_dump(mode="json") for n, s in self.stages.items()},
+        }
+
+    def digest(self) -> str:
+        import hashlib
+        import json
+
+        blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
 
 def resolve_kind(
     key: str, block: dict[str, Any], task: TaskConfig | None
@@ -93,7 +115,7 @@ def resolve_kind(
     uses = block.get("uses")
     if uses is not None:
         if not isinstance(uses, str):
-            return None, "uses: must be a stage kind name"
+            return None, f"must be a stage kind name (got {render_value(uses)})"
         try:
             return kinds.stages.get(uses), ""
         except UnknownNameError as exc:
@@ -227,6 +249,7 @@ def _cross_checks(
     for name in order:
         node = nodes[name]
         inputs = {slot: facts.by_stage.get(src, {}) for slot, src in node.inputs.items()}
+        node.input_facts = inputs
         if node.kind.tasks is not None and task.name not in node.kind.tasks:
             issues.append(
                 doc.issue(
@@ -255,10 +278,15 @@ def validate_document(doc: YamlDocument, path: Path) -> Pipeline:
     name = header.name if header and header.name else path.stem
     if header and header.name is None and not _valid_name(name):
         issues.append(
-            Issue(doc.file, 1, 1, "name",
-                  f"pipeline name {name!r} comes from the file name but may only use a-z, 0-9 "
-                  "and _ (DVC stage names are <pipeline>-<stage>); rename the file or set name:")
-        )  # fmt: skip
+            Issue(
+                doc.file,
+                1,
+                1,
+                "name",
+                f"pipeline name {name!r} comes from the file name but may only use a-z, 0-9 "
+                "and _ (DVC stage names are <pipeline>-<stage>); rename the file or set name:",
+            )
+        )
     nodes: dict[str, StageNode] = {}
     invalid: dict[str, type[StageKind]] = {}
     raw_stages = doc.data.get("stages")
@@ -289,9 +317,16 @@ def validate_document(doc: YamlDocument, path: Path) -> Pipeline:
         raise SpecError(issues)
     assert header is not None and task is not None
     return Pipeline(
-        name=name, path=path, doc=doc, task=task, seed=header.seed, device=header.device,
-        plugins=plugins, stages=nodes, order=order,
-    )  # fmt: skip
+        name=name,
+        path=path,
+        doc=doc,
+        task=task,
+        seed=header.seed,
+        device=header.device,
+        plugins=plugins,
+        stages=nodes,
+        order=order,
+    )
 
 
 def _valid_name(name: str) -> bool:

@@ -85,9 +85,10 @@ class YamlDocument:
     keys: dict[Loc, Position] = field(default_factory=dict)
 
     def position(self, loc: Loc, *, key: bool = False) -> Position:
-        """Where `loc` is written. A path that does not exist (a missing key, a field of a
-        shorthand string) is placed at its nearest existing parent: a mapping entry's key,
-        or a list item's value."""
+        """Where `loc` is written. A path that does not exist is placed at its nearest
+        existing parent: the value itself when it is a scalar (a field of a shorthand string
+        such as `optimizer: Adamw`), else a mapping entry's key (a missing key) or a list
+        item's value."""
         loc = tuple(loc)
         if key and loc in self.keys:
             return self.keys[loc]
@@ -95,11 +96,22 @@ class YamlDocument:
             return self.values[loc]
         while loc:
             loc = loc[:-1]
+            if loc in self.values and not isinstance(self._value_at(loc), dict | list):
+                return self.values[loc]
             if loc and isinstance(loc[-1], int) and loc in self.values:
                 return self.values[loc]
             if loc in self.keys:
                 return self.keys[loc]
         return self.values.get((), Position(1, 1))
+
+    def _value_at(self, loc: Loc) -> Any:
+        value: Any = self.data
+        try:
+            for part in loc:
+                value = value[part]
+        except (KeyError, IndexError, TypeError):
+            return {}
+        return value
 
     def issue(self, loc: Loc, message: str, *, key: bool = False) -> Issue:
         pos = self.position(loc, key=key)
@@ -283,7 +295,8 @@ def load_yaml_text(text: str, file: str) -> YamlDocument:
     if builder.issues:
         raise SpecError(builder.issues)
     if not isinstance(data, dict):
-        kind = "a list" if isinstance(data, list) else f"a {type(data).__name__} scalar"
+        tname = type(data).__name__
+        kind = "a list" if isinstance(data, list) else f"a{'n' * (tname[0] in 'aeiou')} {tname}"
         raise SpecError(
             [Issue(file, 1, 1, "", f"the top level must be a mapping with 'stages' (got {kind})")]
         )

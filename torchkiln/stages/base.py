@@ -90,7 +90,8 @@ class StageContext:
     metrics_path: Path
     plots_dir: Path
     scratch_dir: Path
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: sha256 of the whole validated spec; given only to kinds that read "*" (export's card)
+    spec_digest: str = ""
 
     def input(self, slot: str) -> Path:
         return self.inputs[slot]
@@ -114,7 +115,8 @@ class StageKind:
     config: ClassVar[type[StageConfig]]
     consumes: ClassVar[dict[str, Slot]] = {}
     produces: ClassVar[str]
-    #: Top-level spec keys the stage reads besides its own block.
+    #: Top-level spec keys the stage reads besides its own block; "*" means the whole spec
+    #: (DVC then tracks every parameter of the file for this stage).
     reads: ClassVar[tuple[str, ...]] = ("seed", "task")
     #: Whether the stage writes `metrics.json` for `dvc metrics`.
     writes_metrics: ClassVar[bool] = False
@@ -141,6 +143,11 @@ class StageKind:
     ) -> list[tuple[tuple[str | int, ...], str]]:
         """Cross-stage checks; returns (location within the stage block, message) pairs."""
         return []
+
+    @classmethod
+    def plot_specs(cls, config: Any, inputs: dict[str, dict[str, Any]]) -> tuple[PlotSpec, ...]:
+        """The plot files this stage writes for this config (DVC must be told exactly)."""
+        return cls.plots
 
     def run(self, ctx: StageContext) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -78,16 +78,20 @@ class BuildModel(StageKind):
         modality = inputs.get("dataset", {}).get("modality")
         if modality and modality not in model.modalities:
             problems.append(
-                (("model", "name"),
-                 f"model {model.name!r} takes {'/'.join(sorted(model.modalities))} inputs, "
-                 f"but the dataset is {modality}")
-            )  # fmt: skip
+                (
+                    ("model", "name"),
+                    f"model {model.name!r} takes {'/'.join(sorted(model.modalities))} inputs, "
+                    f"but the dataset is {modality}",
+                )
+            )
         if facts.task.name not in model.tasks:
             problems.append(
-                (("model", "name"),
-                 f"model {model.name!r} serves {', '.join(sorted(model.tasks))}, "
-                 f"not task {facts.task.name!r}")
-            )  # fmt: skip
+                (
+                    ("model", "name"),
+                    f"model {model.name!r} serves {', '.join(sorted(model.tasks))}, "
+                    f"not task {facts.task.name!r}",
+                )
+            )
         return problems
 
     @classmethod

@@ -43,11 +43,27 @@ class Evaluate(StageKind):
     reads = ("seed", "task", "device")
     writes_metrics = True
     plots = (
-        PlotSpec("confusion.json", x="actual", y=("predicted",), template="confusion",
-                 title="confusion matrix"),
+        PlotSpec(
+            "confusion.json",
+            x="actual",
+            y=("predicted",),
+            template="confusion",
+            title="confusion matrix",
+        ),
         PlotSpec("confusion.png"),
         PlotSpec("misclassified.png"),
-    )  # fmt: skip
+    )
+
+    @classmethod
+    def plot_specs(cls, config: Any, inputs: dict[str, dict[str, Any]]) -> tuple[PlotSpec, ...]:
+        names = {m.name for m in config.metrics}
+        image = inputs.get("dataset", {}).get("modality", "image") == "image"
+        return tuple(
+            p
+            for p in cls.plots
+            if (p.file.startswith("confusion") and "confusion_matrix" in names)
+            or (p.file == "misclassified.png" and config.misclassified and image)
+        )
 
     @classmethod
     def output_facts(cls, config: Any, inputs: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -55,6 +55,4 @@ class LoadData(StageKind):
         return {"modality": config.dataset.modality, "has_val": config.split.val > 0}
 
     def run(self, ctx: StageContext) -> None:
-        from torchkiln.runtime.load_data import run_load_data
-
-        run_load_data(ctx)
+        ctx.config.dataset.load(ctx.seed).write(ctx)

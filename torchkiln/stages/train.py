@@ -80,9 +80,8 @@ class Train(StageKind):
     writes_metrics = True
     plots = (
         PlotSpec("history.json", x="epoch", y=("train_loss", "val_loss"), title="loss"),
-        PlotSpec("history.json", x="epoch", y=("train_accuracy", "val_accuracy"),
-                 title="accuracy"),
-    )  # fmt: skip
+        PlotSpec("history.json", x="epoch", y=("train_accuracy", "val_accuracy"), title="accuracy"),
+    )
 
     @classmethod
     def check(
@@ -93,8 +92,13 @@ class Train(StageKind):
             config.scheduler is not None and getattr(config.scheduler, "needs_metric", False)
         )
         if needs_val and data.get("has_val") is False:
-            return [((), f"early stopping and plateau schedules watch {config.monitor}, "
-                          "but load_data's split.val is 0")]  # fmt: skip
+            return [
+                (
+                    (),
+                    f"early stopping and plateau schedules watch {config.monitor}, "
+                    "but load_data's split.val is 0",
+                )
+            ]
         return []
 
     @classmethod

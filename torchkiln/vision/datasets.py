@@ -18,9 +18,7 @@ class _ImageDataset(DatasetConfig):
 
     def load(self, seed: int) -> Any:
         """Read the examples: a `RawImages` (see vision/loading.py)."""
-        from torchkiln.vision import loading
-
-        return loading.LOADERS[self.name](self, seed)
+        raise NotImplementedError
 
 
 @datasets.register
@@ -42,6 +40,11 @@ class ImageFolder(_ImageDataset):
     skip_corrupt: bool = False
     """Skip (and count) files that cannot be decoded instead of failing."""
 
+    def load(self, seed: int) -> Any:
+        from torchkiln.vision.loading import load_image_folder
+
+        return load_image_folder(self, seed)
+
 
 @datasets.register
 class TorchvisionDataset(_ImageDataset):
@@ -55,6 +58,11 @@ class TorchvisionDataset(_ImageDataset):
     limit: PositiveInt | None = None
     """Use at most this many examples of each official split (quick experiments)."""
 
+    def load(self, seed: int) -> Any:
+        from torchkiln.vision.loading import load_torchvision
+
+        return load_torchvision(self, seed)
+
 
 @datasets.register
 class MnistSample(_ImageDataset):
@@ -66,6 +74,11 @@ class MnistSample(_ImageDataset):
     per_class: Annotated[int, Field(ge=2, le=500)] | None = None
     """Keep at most this many images per digit."""
 
+    def load(self, seed: int) -> Any:
+        from torchkiln.vision.loading import load_mnist_sample
+
+        return load_mnist_sample(self, seed)
+
 
 @datasets.register
 class SklearnDigits(_ImageDataset):
@@ -74,6 +87,11 @@ class SklearnDigits(_ImageDataset):
     name: Literal["sklearn_digits"] = "sklearn_digits"
     classes: Annotated[list[Digit], Field(min_length=2)] | None = None
     """Keep only these digits (default: all ten)."""
+
+    def load(self, seed: int) -> Any:
+        from torchkiln.vision.loading import load_sklearn_digits
+
+        return load_sklearn_digits(self, seed)
 
 
 @datasets.register
@@ -91,3 +109,8 @@ class Synthetic(_ImageDataset):
     """Image channels."""
     noise: Annotated[float, Field(ge=0, le=1)] = 0.3
     """Noise level (0: pure class pattern)."""
+
+    def load(self, seed: int) -> Any:
+        from torchkiln.vision.loading import load_synthetic
+
+        return load_synthetic(self, seed)

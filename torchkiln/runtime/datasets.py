@@ -1,0 +1,167 @@
+"""The dataset artifact: how load_data writes it and how later stages read a split.
+
+An artifact folder holds `meta.json` (format, DatasetInfo, split counts, source) and the
+data in a format-specific layout:
+
+- `tensors`: `data.safetensors` with `<split>.x` (uint8 images, N x C x H x W) and `<split>.y`.
+- `image_index`: `index.json` listing each split's files (relative to the dataset root, with
+  their sha256) and labels: an index, not a copy, for images the user brings.
+
+Formats are looked up in `torchkiln.data.formats`, so a domain pack adds its own layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from torchkiln.data import formats
+from torchkiln.data.info import DatasetInfo
+from torchkiln.errors import RunError
+from torchkiln.io import read_json, write_json
+
+SPLITS = ("train", "val", "test")
+
+
+class SplitData(Protocol):
+    """One split of a dataset, read by batches of indices."""
+
+    targets: torch.Tensor
+
+    def __len__(self) -> int: ...
+
+    def batch(self, index: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """Inputs (a tuple, passed to the model's forward after preprocessing) and targets."""
+        ...
+
+
+@dataclass
+class TensorSplit:
+    """A split held in memory as tensors: batches are plain indexing, no per-example Python."""
+
+    inputs: tuple[torch.Tensor, ...]
+    targets: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.targets.shape[0])
+
+    def batch(self, index: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        return tuple(t[index] for t in self.inputs), self.targets[index]
+
+
+@dataclass
+class DatasetArtifact:
+    folder: Path
+    meta: dict[str, Any]
+    info: DatasetInfo
+    _cache: dict[str, SplitData] = field(default_factory=dict)
+
+    def split(self, name: str) -> SplitData:
+        if name not in self._cache:
+            read = formats.reader(self.meta["format"])
+            if read is None:
+                raise RunError(
+                    f"dataset artifact {self.folder} has format {self.meta['format']!r}, "
+                    "which no loaded pack reads"
+                )
+            self._cache[name] = read(self, name)
+        return self._cache[name]
+
+    def count(self, name: str) -> int:
+        return int(self.info.counts.get(name, 0))
+
+
+def open_dataset(folder: Path) -> DatasetArtifact:
+    meta_path = folder / "meta.json"
+    if not meta_path.exists():
+        raise RunError(f"{folder} is not a dataset artifact (no meta.json); run load_data first")
+    meta = read_json(meta_path)
+    if meta.get("artifact") != "dataset":
+        raise RunError(f"{folder} holds a {meta.get('artifact')!r} artifact, not a dataset")
+    return DatasetArtifact(folder, meta, DatasetInfo.from_json(meta["info"]))
+
+
+def read_tensors(artifact: DatasetArtifact, split: str) -> SplitData:
+    from safetensors.torch import load_file
+
+    tensors = load_file(artifact.folder / "data.safetensors")
+    names = sorted(k.split(".", 1)[1] for k in tensors if k.startswith(f"{split}.x"))
+    inputs = tuple(tensors[f"{split}.{n}"] for n in names)
+    return TensorSplit(inputs, tensors[f"{split}.y"])
+
+
+def write_dataset(
+    folder: Path,
+    *,
+    fmt: str,
+    info: DatasetInfo,
+    source: dict[str, Any],
+    extra_meta: dict[str, Any] | None = None,
+) -> None:
+    write_json(
+        folder / "meta.json",
+        {
+            "artifact": "dataset",
+            "format": fmt,
+            "info": info.to_json(),
+            "source": source,
+            **(extra_meta or {}),
+        },
+    )
+
+
+def split_indices(
+    labels: torch.Tensor,
+    *,
+    val: float,
+    test: float,
+    stratify: bool,
+    seed: int,
+) -> dict[str, torch.Tensor]:
+    """Seeded train/val/test index split; stratified per class when asked. Indices are sorted."""
+    gen = torch.Generator().manual_seed(seed)
+    groups = (
+        [torch.nonzero(labels == c).flatten() for c in labels.unique().tolist()]
+        if stratify
+        else [torch.arange(len(labels))]
+    )
+    parts: dict[str, list[torch.Tensor]] = {s: [] for s in SPLITS}
+    for group in groups:
+        shuffled = group[torch.randperm(len(group), generator=gen)]
+        n_test = round(len(group) * test)
+        n_val = round(len(group) * val)
+        parts["test"].append(shuffled[:n_test])
+        parts["val"].append(shuffled[n_test : n_test + n_val])
+        parts["train"].append(shuffled[n_test + n_val :])
+    return {
+        s: torch.cat(p).sort().values if p else torch.empty(0, dtype=torch.long)
+        for s, p in parts.items()
+    }
+
+
+def make_splits(
+    labels: torch.Tensor, predefined: dict[str, torch.Tensor], cfg: Any, seed: int
+) -> dict[str, torch.Tensor]:
+    """Train/val/test indices from load_data's `split:` settings. An official test split
+    is kept as it is; validation is then carved out of the rest."""
+    if "test" in predefined:
+        pool = torch.cat([predefined[s] for s in predefined if s != "test"])
+        inner = split_indices(labels[pool], val=cfg.val, test=0.0, stratify=cfg.stratify, seed=seed)
+        splits = {
+            "train": pool[inner["train"]],
+            "val": pool[inner["val"]],
+            "test": predefined["test"],
+        }
+    else:
+        splits = split_indices(labels, val=cfg.val, test=cfg.test, stratify=cfg.stratify, seed=seed)
+    if len(splits["train"]) == 0:
+        raise RunError("the split leaves no training examples")
+    for name, fraction in (("val", cfg.val), ("test", cfg.test)):
+        if fraction > 0 and len(splits[name]) == 0:
+            raise RunError(
+                f"split.{name}={fraction} gives no {name} examples; the dataset is too small"
+            )
+    return splits

@@ -1,0 +1,165 @@
+"""Writing each export format, loading it back, and comparing it with the eager model.
+
+An `ExportTarget` is what every format exports: a module with an explicit forward
+signature (preprocessing included), example inputs for tracing and checking, input
+names, and which axes are dynamic (batch; sequence length for text).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchkiln.errors import RunError
+from torchkiln.io import atomic_path, atomic_write_bytes, sha256_file
+
+
+@dataclass
+class ExportTarget:
+    module: nn.Module
+    #: example inputs, batch first; the check also runs on a smaller batch
+    example: tuple[torch.Tensor, ...]
+    input_names: list[str]
+    #: input name -> {axis: axis name}
+    dynamic_axes: dict[str, dict[int, str]]
+    output_names: list[str]
+    #: rebuilds the eager module from a safetensors state dict (for the safetensors check)
+    rebuild: Callable[[dict[str, torch.Tensor]], nn.Module]
+    #: the state dict the safetensors file holds
+    weights: dict[str, torch.Tensor]
+
+    def inputs_at(self, batch: int) -> tuple[torch.Tensor, ...]:
+        return tuple(x[:batch] for x in self.example)
+
+    @torch.no_grad()
+    def expected(self, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return self.module(*inputs).float()
+
+
+def _check(name: str, got: torch.Tensor, want: torch.Tensor, tolerance: float) -> float:
+    if got.shape != want.shape:
+        raise RunError(
+            f"{name} export returns shape {tuple(got.shape)}, expected {tuple(want.shape)}"
+        )
+    diff = float((got.float() - want).abs().max()) if want.numel() else 0.0
+    if not diff <= tolerance:
+        raise RunError(
+            f"{name} export differs from the eager model by {diff:.3g} (tolerance {tolerance:g}); "
+            "the file was not kept"
+        )
+    return diff
+
+
+def _batches(target: ExportTarget) -> list[int]:
+    """Check at the full example batch and at a smaller one (proves the batch axis is free)."""
+    full = int(target.example[0].shape[0])
+    return sorted({full, max(1, full // 2)}, reverse=True)
+
+
+def export_torchscript(cfg: Any, target: ExportTarget, out_dir: Path) -> dict[str, Any]:
+    path = out_dir / "model.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter(
+            "ignore"
+        )  # torch.jit is deprecated upstream, still the format asked for
+        with torch.no_grad():
+            if cfg.method == "script":
+                compiled = torch.jit.script(target.module)
+            else:
+                compiled = torch.jit.trace(target.module, target.example, check_trace=False)
+        # Save to memory: a file name would become the archive's inner folder name.
+        buffer = io.BytesIO()
+        torch.jit.save(compiled, buffer)
+        atomic_write_bytes(path, buffer.getvalue())
+        loaded = torch.jit.load(str(path), map_location="cpu")
+    diff = 0.0
+    with torch.no_grad():
+        for n in _batches(target):
+            inputs = target.inputs_at(n)
+            diff = max(
+                diff, _check("TorchScript", loaded(*inputs), target.expected(inputs), cfg.tolerance)
+            )
+    return {"file": path.name, "max_abs_diff": diff}
+
+
+def export_onnx(cfg: Any, target: ExportTarget, out_dir: Path) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    path = out_dir / "model.onnx"
+    dims: dict[str, Any] = {}
+    dynamic_shapes = []
+    for name in target.input_names:
+        axes = target.dynamic_axes.get(name, {})
+        dynamic_shapes.append(
+            {
+                axis: dims.setdefault(label, torch.export.Dim(label, min=1))
+                for axis, label in axes.items()
+            }
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.onnx.export(
+                target.module,
+                target.example,
+                None,
+                dynamo=True,
+                opset_version=cfg.opset,
+                input_names=target.input_names,
+                output_names=target.output_names,
+                dynamic_shapes=tuple(dynamic_shapes),
+                verbose=False,
+            )
+        except Exception as exc:
+            raise RunError(f"ONNX export failed: {type(exc).__name__}: {exc}") from None
+    assert program is not None
+    data = program.model_proto.SerializeToString()
+    atomic_write_bytes(path, data)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    diff = 0.0
+    for n in _batches(target):
+        inputs = target.inputs_at(n)
+        feeds = {meta.name: x.numpy() for meta, x in zip(session.get_inputs(), inputs, strict=True)}
+        got = torch.from_numpy(session.run(None, feeds)[0])
+        diff = max(diff, _check("ONNX", got, target.expected(inputs), cfg.tolerance))
+    return {"file": path.name, "max_abs_diff": diff, "opset": _opset(program)}
+
+
+def _opset(program: Any) -> int:
+    for entry in program.model_proto.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    return 0
+
+
+def export_safetensors(cfg: Any, target: ExportTarget, out_dir: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file, save_file
+
+    path = out_dir / "model.safetensors"
+    with atomic_path(path) as tmp:
+        save_file(target.weights, str(tmp))
+    rebuilt = target.rebuild(load_file(path)).eval()
+    diff = 0.0
+    with torch.no_grad():
+        for n in _batches(target):
+            inputs = target.inputs_at(n)
+            diff = max(
+                diff,
+                _check(
+                    "safetensors", rebuilt(*inputs).float(), target.expected(inputs), cfg.tolerance
+                ),
+            )
+    return {"file": path.name, "max_abs_diff": diff}
+
+
+def describe_file(path: Path) -> dict[str, Any]:
+    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
