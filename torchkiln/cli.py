@@ -149,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("schema", cmd_schema, "Print the JSON Schema of the spec language (for editors).")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
 
+    import importlib
+
+    from torchkiln.commands import MODULES
+
+    for module in MODULES:
+        importlib.import_module(module).register(add)
     return parser
 
 

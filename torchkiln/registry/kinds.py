@@ -72,8 +72,13 @@ class ExporterConfig(Component):
 class TaskConfig(Component):
     """What a pipeline learns to do; a task may choose the default stage kind per stage key."""
 
-    #: stage key -> stage kind used when the key is not itself a kind and `uses:` is absent.
+    #: stage key -> stage kind used when `uses:` is absent (before the key itself).
     stage_defaults: ClassVar[dict[str, str]] = {}
+
+    def export_target(self, model: Any, preprocess: Any, stored: Any, rebuild: Any) -> Any:
+        """What the export stage exports for this task (an `ExportTarget`). By default the
+        trained model behind the modality's preprocessing; a GAN task exports its generator."""
+        return preprocess.export_target(model, stored, rebuild)
 
 
 def _generic(kind: str) -> dict[str, Any]:

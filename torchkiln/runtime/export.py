@@ -55,7 +55,7 @@ def run_export(ctx: StageContext) -> None:
         fresh.load_state_dict(state)
         return fresh.eval()
 
-    target = preprocess.export_target(model, stored, rebuild)
+    target = ctx.task.export_target(model, preprocess, stored, rebuild)
     files = []
     for exporter in cfg.formats:
         result = exporter.export(target, ctx.out_dir)
@@ -91,6 +91,7 @@ def run_export(ctx: StageContext) -> None:
             **preprocess.describe(),
         },
         "outputs": target.output_names,
+        **target.card,
         "metrics": {k: v for k, v in metrics.items() if not isinstance(v, dict | list)},
         "files": files,
         "check": {"split": split_name, "examples": int(target.example[0].shape[0])},

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,8 @@ class ExportTarget:
     rebuild: Callable[[dict[str, torch.Tensor]], nn.Module]
     #: the state dict the safetensors file holds
     weights: dict[str, torch.Tensor]
+    #: extra facts for the model card (e.g. a generator's latent size)
+    card: dict[str, Any] = field(default_factory=dict)
 
     def inputs_at(self, batch: int) -> tuple[torch.Tensor, ...]:
         return tuple(x[:batch] for x in self.example)

@@ -86,9 +86,9 @@ class YamlDocument:
 
     def position(self, loc: Loc, *, key: bool = False) -> Position:
         """Where `loc` is written. A path that does not exist is placed at its nearest
-        existing parent: the value itself when it is a scalar (a field of a shorthand string
-        such as `optimizer: Adamw`), else a mapping entry's key (a missing key) or a list
-        item's value."""
+        existing parent: the value itself when it is a string (a field of a shorthand such
+        as `optimizer: Adamw`), else a mapping entry's key (a missing key) or a list item's
+        value."""
         loc = tuple(loc)
         if key and loc in self.keys:
             return self.keys[loc]
@@ -96,7 +96,7 @@ class YamlDocument:
             return self.values[loc]
         while loc:
             loc = loc[:-1]
-            if loc in self.values and not isinstance(self._value_at(loc), dict | list):
+            if loc in self.values and isinstance(self._value_at(loc), str):
                 return self.values[loc]
             if loc and isinstance(loc[-1], int) and loc in self.values:
                 return self.values[loc]
@@ -110,7 +110,7 @@ class YamlDocument:
             for part in loc:
                 value = value[part]
         except (KeyError, IndexError, TypeError):
-            return {}
+            return None
         return value
 
     def issue(self, loc: Loc, message: str, *, key: bool = False) -> Issue:
