@@ -110,6 +110,73 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compile_dvc(specs: list[Path]) -> tuple[str, str, int]:
+    from torchkiln.dvc import dvc_yaml_text
+    from torchkiln.project import load_project
+
+    pipelines, _ = load_project(specs)
+    current, new = dvc_yaml_text(pipelines)
+    return current, new, sum(len(p.stages) for p in pipelines.values())
+
+
+def cmd_dvc(args: argparse.Namespace) -> int:
+    from torchkiln.dvc import DVC_FILE, unified_diff
+    from torchkiln.io import atomic_write_text
+
+    specs = _specs_or_default(args.specs)
+    current, new, count = _compile_dvc(specs)
+    if current == new:
+        print(f"{DVC_FILE} is up to date ({count} kiln stages)")
+        return 0
+    if args.check:
+        sys.stdout.write(unified_diff(current, new))
+        print(f"{DVC_FILE} is stale: run `kiln dvc` and commit it", file=sys.stderr)
+        return 1
+    atomic_write_text(DVC_FILE, new)
+    print(f"wrote {DVC_FILE}: {count} kiln stages from {len(specs)} spec(s)")
+    if not Path(".dvc").is_dir():
+        print(
+            "note: this is not a DVC project yet; run `dvc init` (or start with `kiln init`)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def tool_path(name: str) -> str:
+    """A console script installed beside this Python (the venv's dvc), else from PATH."""
+    import shutil
+
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise UsageError(f"`{name}` is not installed (pip install {name})")
+    return found
+
+
+def env_with_own_bin() -> dict[str, str]:
+    """The environment with this Python's bin folder first on PATH, so DVC finds `kiln`."""
+    import os
+
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def cmd_repro(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from torchkiln.dvc import DVC_FILE
+    from torchkiln.io import atomic_write_text
+
+    current, new, count = _compile_dvc(default_specs() or _specs_or_default([]))
+    if current != new:
+        atomic_write_text(DVC_FILE, new)
+        print(f"wrote {DVC_FILE}: {count} kiln stages", file=sys.stderr)
+    return subprocess.call([tool_path("dvc"), "repro", *args.dvc_args], env=env_with_own_bin())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kiln", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -144,6 +211,24 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="STAGE",
         help="run only this stage (repeatable); its inputs must exist already",
+    )
+
+    p = add("dvc", cmd_dvc, "Write dvc.yaml from the specs (one DVC stage per pipeline stage).")
+    p.add_argument(
+        "specs", nargs="*", metavar="SPEC", help="spec files (default: pipelines/*.yaml)"
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="change nothing; exit 1 with a diff when dvc.yaml is stale",
+    )
+
+    p = add("repro", cmd_repro, "Run `kiln dvc`, then `dvc repro` with the arguments given.")
+    p.add_argument(
+        "dvc_args",
+        nargs=argparse.REMAINDER,
+        metavar="DVC_ARGS",
+        help="passed to dvc repro (e.g. -f, a stage name)",
     )
 
     p = add("schema", cmd_schema, "Print the JSON Schema of the spec language (for editors).")

@@ -91,8 +91,25 @@ def seed_everything(seed: int) -> None:
     torch.backends.cudnn.benchmark = False
 
 
+def check_not_stale(pipeline: Pipeline, name: str) -> None:
+    """Under `dvc repro`, refuse to run from a dvc.yaml entry the spec no longer matches.
+
+    Parameter edits are DVC's business; a structural edit (a new input, a new plugin, a
+    changed data path) changes the entry, and running the old one would cache a lie.
+    """
+    from torchkiln.dvc import stage_name, stale_entry_problem
+
+    running = os.environ.get("DVC_STAGE")
+    if running is None or running.rsplit(":", 1)[-1] != stage_name(pipeline.name, name):
+        return
+    problem = stale_entry_problem(pipeline, name, Path(os.environ.get("DVC_ROOT", ".")))
+    if problem:
+        raise RunError(f"dvc.yaml is stale: run kiln dvc ({problem}; or use `kiln repro`)")
+
+
 def run_stage(pipeline: Pipeline, name: str, *, log: bool = True) -> float:
     """Run one stage; returns its wall time in seconds."""
+    check_not_stale(pipeline, name)
     node = pipeline.stages[name]
     paths = stage_paths(pipeline.name, name)
     inputs: dict[str, Path] = {}

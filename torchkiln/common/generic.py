@@ -9,6 +9,7 @@ models with types and bounds instead (see optim.py, losses.py, vision/transforms
 from __future__ import annotations
 
 import importlib
+import math
 from functools import cache
 from typing import Any, ClassVar, Literal
 
@@ -23,6 +24,15 @@ from torchkiln.registry.kinds import (
     TransformConfig,
 )
 from torchkiln.registry.registry import did_you_mean
+
+
+def _non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isnan(value) or math.isinf(value)
+    if isinstance(value, list | dict):
+        items = value.values() if isinstance(value, dict) else value
+        return any(_non_finite(v) for v in items)
+    return False
 
 
 class _Generic:
@@ -48,6 +58,10 @@ class _Generic:
                 f"its parameters: {', '.join(params) or '(none)'}"
             )
             errors.append({"type": PydanticCustomError("unknown_param", msg), "loc": (key,)})
+        for key, value in data.items():
+            if _non_finite(value):
+                msg = f"{key} must be a finite number (got {value})"
+                errors.append({"type": PydanticCustomError("finite_number", msg), "loc": (key,)})
         for key in entry["required"]:
             if key not in data:
                 msg = f"{data['name']} needs {key!r}"

@@ -42,6 +42,22 @@ def article(word: str) -> str:
     return ("an " if word[:1].lower() in ("a", "e", "i", "o", "u") else "a ") + word
 
 
+def _origin(module_name: str) -> str:
+    """A module name, or for a plugin loaded from a file, that file (what the user knows)."""
+    import sys
+
+    module = sys.modules.get(module_name)
+    path = getattr(module, "__file__", None)
+    if module_name.startswith("torchkiln_plugin_") and path:
+        from pathlib import Path
+
+        try:
+            return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
+        except ValueError:
+            return path
+    return module_name
+
+
 class UnknownNameError(LookupError):
     """A name that no registered entry (nor the generic adapter) answers to."""
 
@@ -93,10 +109,11 @@ class Registry(Generic[T]):
         """Decorator: add `entry` under its own name; refuse a name already taken."""
         name = entry.registry_name()  # type: ignore[attr-defined]
         if name in self._entries:
-            holder = self._entries[name].__module__  # type: ignore[attr-defined]
+            holder = _origin(self._entries[name].__module__)  # type: ignore[attr-defined]
+            newcomer = _origin(entry.__module__)  # type: ignore[attr-defined]
             raise DuplicateNameError(
                 f"{self.kind} {name!r} is already registered by {holder}; "
-                f"{entry.__module__} cannot register it again; pick another name"  # type: ignore[attr-defined]
+                f"{newcomer} cannot register it again; pick another name"
             )
         self._entries[name] = entry
         return entry

@@ -102,6 +102,7 @@ def run_evaluate(ctx: StageContext) -> None:
     ]
     atomic_write_text(ctx.out_dir / "predictions.csv", "\n".join(rows) + "\n")
     write_json(ctx.out_dir / "metrics.json", results)
-    write_json(ctx.metrics_path, results)
+    # `dvc metrics show` gets the headline numbers; per-class values stay in out/metrics.json.
+    write_json(ctx.metrics_path, {k: v for k, v in results.items() if not isinstance(v, dict)})
     shown = ", ".join(f"{k} {v:.4f}" for k, v in results.items() if isinstance(v, float))
     log(f"{cfg.split} ({len(targets)} examples): {shown}; {len(wrong)} misclassified")

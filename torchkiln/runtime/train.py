@@ -267,9 +267,9 @@ def run_train(ctx: StageContext) -> None:
             }
         },
     )
+    summary = {k: v for k, v in best_record.items() if k != "epoch"}
     write_json(
-        ctx.metrics_path,
-        {**best_record, "best_epoch": best["epoch"], "epochs_run": len(fit.history)},
+        ctx.metrics_path, {**summary, "best_epoch": best["epoch"], "epochs_run": len(fit.history)}
     )
     ctx.plots_dir.mkdir(parents=True, exist_ok=True)
     write_json(ctx.plots_dir / "history.json", fit.history)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from torchkiln.common.exporters import Onnx, Safetensors, TorchScript
 from torchkiln.registry import ExporterConfig, exporters, registered, stages
@@ -21,6 +21,15 @@ class ExportConfig(StageConfig):
     """Formats to write (`kiln list exporter`)."""
     check_batch: Annotated[int, Field(ge=1, le=1024)] = 8
     """Examples of the fixed batch each export is compared on."""
+
+    @field_validator("formats")
+    @classmethod
+    def _each_format_once(cls, formats: list[Any]) -> list[Any]:
+        names = [f.name for f in formats]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(twice)} listed more than once (each writes one file)")
+        return formats
 
 
 @stages.register
