@@ -177,6 +177,32 @@ def cmd_repro(args: argparse.Namespace) -> int:
     return subprocess.call([tool_path("dvc"), "repro", *args.dvc_args], env=env_with_own_bin())
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from torchkiln.dvc import DVC_FILE, dvc_yaml_text
+    from torchkiln.io import atomic_write_text
+    from torchkiln.project import load_project
+    from torchkiln.scaffold import finish_workspace, init_workspace
+    from torchkiln.schemas.json_schema import spec_json_schema
+
+    target = Path(args.dir)
+    storage = init_workspace(target, tool_path("dvc"), Path(args.remote) if args.remote else None)
+    here = Path.cwd()
+    os.chdir(target)
+    try:
+        pipelines, _ = load_project(default_specs())
+        atomic_write_text(DVC_FILE, dvc_yaml_text(pipelines)[1])
+        schema = json.dumps(spec_json_schema(), indent=2, sort_keys=True) + "\n"
+        atomic_write_text(Path("kiln.schema.json"), schema)
+    finally:
+        os.chdir(here)
+    finish_workspace(target)
+    print(f"created {target} (DVC remote: {storage})\nnext: cd {target} && dvc repro")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kiln", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -229,6 +255,14 @@ def build_parser() -> argparse.ArgumentParser:
         nargs=argparse.REMAINDER,
         metavar="DVC_ARGS",
         help="passed to dvc repro (e.g. -f, a stage name)",
+    )
+
+    p = add("init", cmd_init, "Create a workspace: git + DVC, an example spec and plugin.")
+    p.add_argument("dir", metavar="DIR", help="folder to create (must be new or empty)")
+    p.add_argument(
+        "--remote",
+        metavar="PATH",
+        help="local DVC remote folder (default: DIR.dvc-storage beside DIR)",
     )
 
     p = add("schema", cmd_schema, "Print the JSON Schema of the spec language (for editors).")

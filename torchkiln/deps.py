@@ -49,3 +49,9 @@ def artifact_refs(config: BaseModel) -> list[tuple[Loc, ArtifactRef]]:
             if ref is not None:
                 found.append((loc, ref))
     return found
+
+
+def walk_values(config: BaseModel) -> Iterator[Any]:
+    """Every value nested in a config (components included)."""
+    for _, value, _ in _walk(config, ()):
+        yield value

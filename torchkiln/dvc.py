@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from torchkiln.deps import artifact_refs, local_paths
+from torchkiln.deps import artifact_refs, local_paths, walk_values
 from torchkiln.errors import UsageError
 from torchkiln.runner import stage_paths
 from torchkiln.schemas.spec import Pipeline, StageNode
@@ -44,13 +44,42 @@ def _posix(path: str) -> str:
     return Path(path).as_posix()
 
 
+def _defined_in(obj: Any, module: str) -> bool:
+    name = type(obj).__module__ if not isinstance(obj, type) else obj.__module__
+    return name == module or name.startswith(module + ".")
+
+
+def _plugins_used(pipeline: Pipeline, stage: str) -> list[Any]:
+    """Plugins whose code a stage runs: its kind or a component of its config comes from the
+    plugin, or an upstream stage's does (a model artifact is rebuilt from its class)."""
+    used, seen = [], set()
+
+    def visit(name: str, plugin: Any) -> bool:
+        if name in seen:
+            return False
+        seen.add(name)
+        node = pipeline.stages[name]
+        module = plugin.module.__name__
+        if _defined_in(node.kind, module):
+            return True
+        if any(_defined_in(v, module) for v in walk_values(node.config)):
+            return True
+        return any(visit(src, plugin) for src in node.inputs.values())
+
+    for plugin in pipeline.plugins:
+        seen.clear()
+        if visit(stage, plugin):
+            used.append(plugin)
+    return used
+
+
 def compile_stage(pipeline: Pipeline, node: StageNode) -> dict[str, Any]:
     """The dvc.yaml entry of one stage (deterministic: sorted deps, fixed key order)."""
     spec = pipeline.file
     deps = {stage_paths(pipeline.name, src).out.as_posix() for src in node.inputs.values()}
     deps |= {_posix(path) for _, path in local_paths(node.config)}
     deps |= {ref.path() for _, ref in artifact_refs(node.config)}
-    for plugin in pipeline.plugins:
+    for plugin in _plugins_used(pipeline, node.name):
         deps |= set(plugin.sources)
     if "*" in node.kind.reads:
         params: Any = [{spec: None}]

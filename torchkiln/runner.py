@@ -70,9 +70,14 @@ def resolve_device(requested: str) -> str:
     import torch
 
     if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise RunError(f"device {requested!r} was requested but CUDA is not available here")
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RunError(f"device {requested!r} was requested but CUDA is not available here")
+        # Deterministic kernels on the GPU (same inputs, same bytes). Not called on the CPU,
+        # where kernels are deterministic already and the call costs a second of imports.
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
     return requested
 
 
@@ -87,8 +92,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
 
 
 def check_not_stale(pipeline: Pipeline, name: str) -> None:
@@ -102,6 +105,8 @@ def check_not_stale(pipeline: Pipeline, name: str) -> None:
     running = os.environ.get("DVC_STAGE")
     if running is None or running.rsplit(":", 1)[-1] != stage_name(pipeline.name, name):
         return
+    if name not in pipeline.stages:
+        raise RunError(f"dvc.yaml is stale: run kiln dvc ({pipeline.file} has no stage {name!r})")
     problem = stale_entry_problem(pipeline, name, Path(os.environ.get("DVC_ROOT", ".")))
     if problem:
         raise RunError(f"dvc.yaml is stale: run kiln dvc ({problem}; or use `kiln repro`)")
@@ -109,7 +114,6 @@ def check_not_stale(pipeline: Pipeline, name: str) -> None:
 
 def run_stage(pipeline: Pipeline, name: str, *, log: bool = True) -> float:
     """Run one stage; returns its wall time in seconds."""
-    check_not_stale(pipeline, name)
     node = pipeline.stages[name]
     paths = stage_paths(pipeline.name, name)
     inputs: dict[str, Path] = {}
@@ -168,6 +172,8 @@ def run_stage(pipeline: Pipeline, name: str, *, log: bool = True) -> float:
 def run_pipeline(pipeline: Pipeline, only: list[str] | None = None) -> None:
     from torchkiln.runtime.progress import log
 
+    for name in only or []:
+        check_not_stale(pipeline, name)
     stages = plan(pipeline, only)
     total = 0.0
     for name in stages:

@@ -129,7 +129,10 @@ def load_weights(
     mismatched = sorted(k for k, v in given.items() if k in own and own[k].shape != v.shape)
     report = {
         "loaded": sorted(k for k in given if k in own and k not in mismatched),
-        "missing": sorted(k for k in own if k not in given),
+        # Keys the exclude patterns name are meant to stay fresh: not "missing".
+        "missing": sorted(
+            k for k in own if k not in given and not any(fnmatch.fnmatch(k, p) for p in exclude)
+        ),
         "unexpected": sorted(k for k in given if k not in own),
         "shape_mismatch": mismatched,
         "excluded": excluded,
