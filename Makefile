@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# The bundled example through DVC: MNIST digits, small CNN, six stages, then its metrics.
 demo: setup
-	$(BIN)/python -m torchkiln.demo
+	$(BIN)/kiln repro mnist_cnn-export
+	$(BIN)/dvc metrics show runs/mnist_cnn/train/metrics.json runs/mnist_cnn/evaluate/metrics.json runs/mnist_cnn/export/metrics.json
 
 test: setup
 	$(BIN)/ruff check .

@@ -14,7 +14,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from conftest import ROOT, Kiln, run_kiln
+from cli_tools import ROOT, Kiln, run_kiln
 
 import torchkiln
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import Kiln
+from cli_tools import Kiln
 
 ISSUE_LINE = re.compile(r"^(?P<where>[^\s:]+:\d+:\d+): (?P<rest>.*)$")
 

@@ -48,6 +48,9 @@ class ModelArtifact:
         return list(self.meta.get("frozen", []))
 
     def config(self) -> Any:
+        from torchkiln.registry.plugins import load_builtins
+
+        load_builtins()  # usable outside the CLI too (a library user, a notebook)
         raw = self.meta["model"]
         return kinds.models.get(raw["name"]).model_validate(raw)
 

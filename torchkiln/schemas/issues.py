@@ -145,9 +145,9 @@ def issues_from(
             issues.append(doc.issue(full, message))
             continue
         if kind == "literal_error":
-            hint = did_you_mean(str(value), _expected_literals(error))
+            hint = did_you_mean(str(value), _expected_literals(error)).rstrip()
             message = f"{message} (got {render_value(value)})" + (f"; {hint}" if hint else "")
-            issues.append(doc.issue(full, message.rstrip("? ") + ("?" if hint else "")))
+            issues.append(doc.issue(full, message))
             continue
         if kind.startswith(("value_error", "assertion_error")):
             message = re.sub(r"^(Value|Assertion) error, ", "", message)

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import graphlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -276,7 +277,7 @@ def validate_document(doc: YamlDocument, path: Path) -> Pipeline:
         header = None
     task = header.task if header else None
     name = header.name if header and header.name else path.stem
-    if header and header.name is None and not _valid_name(name):
+    if header and header.name is None and not re.fullmatch(PIPELINE_NAME_PATTERN, name):
         issues.append(
             Issue(
                 doc.file,
@@ -327,12 +328,6 @@ def validate_document(doc: YamlDocument, path: Path) -> Pipeline:
         stages=nodes,
         order=order,
     )
-
-
-def _valid_name(name: str) -> bool:
-    import re
-
-    return re.fullmatch(PIPELINE_NAME_PATTERN, name) is not None
 
 
 def load_pipeline(path: Path) -> Pipeline:

@@ -8,7 +8,6 @@ keys as the stage's params).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, NamedTuple
@@ -152,6 +151,3 @@ class StageKind:
     def run(self, ctx: StageContext) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-
-def snake(text: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", text).lower()

@@ -1,0 +1,307 @@
+"""The six image-classification stages end to end through the real `kiln run`.
+
+One tiny pipeline (synthetic 8x8 images, 4 classes x 24) runs once per test run; the tests
+then check its files and metrics, that rerunning it gives the same bytes, and that the
+exported TorchScript and ONNX files work on their own and agree with the eager model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from kiln_e2e import (
+    TIMEOUT,
+    digests,
+    kiln,
+    kiln_env,
+    ok,
+    shared_folder,
+    small_cnn,
+    synthetic,
+    write_spec,
+)
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = [f"class_{i}" for i in range(4)]
+
+STAGES = {
+    "load_data": {
+        "dataset": synthetic(num_classes=4, per_class=24, size=8),
+        "split": {"val": 0.25, "test": 0.25, "stratify": True},
+    },
+    "augment": {"train": [{"name": "RandomHorizontalFlip", "p": 0.5}], "preview": 8},
+    "build_model": {"model": small_cnn()},
+    "train": {
+        "epochs": 4,
+        "batch_size": 16,
+        "optimizer": {"name": "Adam", "lr": 0.01},
+        "monitor": "val_accuracy",
+    },
+    "evaluate": {
+        "metrics": [
+            "accuracy",
+            "f1_macro",
+            "precision_recall",
+            {"name": "top_k", "k": 2},
+            "confusion_matrix",
+        ],
+        "misclassified": 8,
+    },
+    "export": {"formats": ["torchscript", "onnx", "safetensors"]},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder where the whole tiny pipeline has run once."""
+
+    def build(folder: Path) -> None:
+        write_spec(folder, "tiny", STAGES)
+        ok(kiln("run", "tiny.yaml", cwd=folder))
+
+    return shared_folder(tmp_path_factory, "tiny", build)
+
+
+def stage(folder: Path, name: str) -> Path:
+    return folder / "runs" / "tiny" / name
+
+
+def read(path: Path) -> object:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_every_stage_writes_its_files(tiny: Path) -> None:
+    expected = {
+        "load_data": ["out/meta.json", "out/data.safetensors"],
+        "augment": ["out/transforms.json", "out/preview.png"],
+        "build_model": ["out/model.json", "out/weights.safetensors", "out/summary.json"],
+        "train": [
+            "out/model.json",
+            "out/weights.safetensors",
+            "metrics.json",
+            "plots/history.json",
+        ],
+        "evaluate": [
+            "metrics.json",
+            "plots/confusion.json",
+            "plots/confusion.png",
+            "plots/misclassified.png",
+        ],
+        "export": [
+            "out/model.pt",
+            "out/model.onnx",
+            "out/model.safetensors",
+            "out/model_card.md",
+            "out/model_card.json",
+            "metrics.json",
+        ],
+    }
+    for name, files in expected.items():
+        for rel in files:
+            path = stage(tiny, name) / rel
+            assert path.is_file() and path.stat().st_size > 0, path
+    for png in ("augment/out/preview.png", "evaluate/plots/confusion.png"):
+        assert (stage(tiny, "") / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # nothing half-built is left behind, and the scratch checkpoint is gone after success
+    leftovers = [p for p in (tiny / "runs").rglob("*") if ".staging" in p.name or ".tmp" in p.name]
+    assert leftovers == []
+    assert not list((tiny / ".kiln").rglob("*.pt"))
+
+
+def test_dataset_and_model_metadata(tiny: Path) -> None:
+    meta = read(stage(tiny, "load_data") / "out/meta.json")
+    info = meta["info"]
+    assert meta["artifact"] == "dataset"
+    assert info["classes"] == CLASSES
+    assert info["input_shape"] == [1, 8, 8]
+    assert info["counts"] == {"train": 48, "val": 24, "test": 24}
+    assert info["extra"]["train_class_counts"] == [12, 12, 12, 12]  # stratified
+    assert len(info["mean"]) == len(info["std"]) == 1
+    assert 0 < info["mean"][0] < 1 and 0 < info["std"][0] < 1
+
+    transforms = read(stage(tiny, "augment") / "out/transforms.json")
+    assert transforms["normalize"] == {"mean": info["mean"], "std": info["std"]}
+    assert transforms["train"][0]["name"] == "RandomHorizontalFlip"
+
+    summary = read(stage(tiny, "build_model") / "out/summary.json")
+    assert summary["parameters"] == summary["trainable_parameters"] > 0
+    assert summary["frozen_parameters"] == []
+
+
+def test_metrics_are_present_and_sane(tiny: Path) -> None:
+    train = read(stage(tiny, "train") / "metrics.json")
+    for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr"):
+        assert math.isfinite(train[key]), key
+    assert train["epochs_run"] == 4 and 1 <= train["best_epoch"] <= 4
+    assert "epoch" not in train  # the best epoch's values, named best_epoch
+    history = read(stage(tiny, "train") / "plots/history.json")
+    assert [row["epoch"] for row in history] == [1, 2, 3, 4]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]  # it learns
+    best = max(row["val_accuracy"] for row in history)
+    assert train["val_accuracy"] == best  # monitor: val_accuracy picks the best epoch
+
+    metrics = read(stage(tiny, "evaluate") / "metrics.json")
+    assert metrics["split"] == "test" and metrics["examples"] == 24
+    assert 0.5 <= metrics["accuracy"] <= 1  # chance is 0.25
+    assert 0 <= metrics["f1_macro"] <= 1
+    assert metrics["accuracy"] <= metrics["top_2_accuracy"] <= 1
+    detailed = read(stage(tiny, "evaluate") / "out/metrics.json")
+    assert sorted(detailed["per_class"]) == CLASSES
+    for scores in detailed["per_class"].values():
+        assert 0 <= scores["precision"] <= 1 and 0 <= scores["recall"] <= 1
+    # dvc metrics gets the headline numbers; the artifact keeps the per-class detail too
+    assert metrics == {k: v for k, v in detailed.items() if not isinstance(v, dict)}
+
+    confusion = read(stage(tiny, "evaluate") / "plots/confusion.json")
+    assert len(confusion) == 24
+    assert all(set(row) == {"actual", "predicted"} for row in confusion)
+    right = sum(row["actual"] == row["predicted"] for row in confusion)
+    assert right / 24 == pytest.approx(metrics["accuracy"])
+
+    export = read(stage(tiny, "export") / "metrics.json")
+    assert set(export) == {
+        "torchscript_max_abs_diff",
+        "onnx_max_abs_diff",
+        "safetensors_max_abs_diff",
+    }
+    assert all(0 <= v <= 1e-4 for v in export.values())
+
+
+def test_model_card_describes_the_files(tiny: Path) -> None:
+    out = stage(tiny, "export") / "out"
+    card = read(out / "model_card.json")
+    assert card["pipeline"] == "tiny" and card["task"] == "classification"
+    assert card["classes"] == CLASSES
+    assert card["input"]["shape"] == [1, 8, 8]
+    assert len(card["spec_sha256"]) == len(card["data_sha256"]) == 64
+    assert card["metrics"]["accuracy"] == read(stage(tiny, "evaluate") / "metrics.json")["accuracy"]
+    files = {f["file"]: f for f in card["files"]}
+    assert {"model.pt", "model.onnx", "model.safetensors"} <= set(files)
+    current = digests(out)
+    for name, entry in files.items():
+        assert entry["sha256"] == current[name], name
+    assert {"torch", "python", "torchkiln"} <= set(card["versions"])
+    text = (out / "model_card.md").read_text(encoding="utf-8")
+    assert "# Model card: tiny" in text and "model.onnx" in text
+
+
+def test_running_again_gives_identical_bytes(tiny: Path, tmp_path: Path) -> None:
+    """Same spec, same machine: every file under runs/ is byte-identical on a rerun
+    (here in a copy of the folder, so absolute paths cannot leak into outputs either)."""
+    copy = tmp_path / "again"
+    shutil.copytree(tiny, copy, ignore=shutil.ignore_patterns(".kiln"))
+    before = digests(copy / "runs")
+    ok(kiln("run", "tiny.yaml", cwd=copy))
+    after = digests(copy / "runs")
+    assert sorted(after) == sorted(before)
+    changed = [name for name in before if before[name] != after[name]]
+    assert changed == []
+
+
+def eager_logits(folder: Path, count: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Float images in [0, 1] of the test split and the eager model's logits for them,
+    computed the way evaluate computes them (not through the export code)."""
+    import torch
+
+    from torchkiln.registry.plugins import load_builtins
+    from torchkiln.runtime.datasets import open_dataset
+    from torchkiln.runtime.model_artifact import open_model
+    from torchkiln.runtime.preprocess import preprocessor_for
+
+    load_builtins()  # the model registry, as `kiln run` fills it
+    data = open_dataset(stage(folder, "load_data") / "out")
+    split = data.split("test")
+    n = len(split) if count is None else count
+    (stored,), _ = split.batch(torch.arange(n))
+    model = open_model(stage(folder, "train") / "out").build().eval()
+    prepare = preprocessor_for(data.info, stage(folder, "augment") / "out")
+    with torch.no_grad():
+        logits = model(*prepare.eval_inputs((stored,)))
+    return (stored.float() / 255.0).numpy(), logits.numpy()
+
+
+def evaluated_predictions(folder: Path) -> list[str]:
+    rows = (stage(folder, "evaluate") / "out/predictions.csv").read_text().splitlines()[1:]
+    return [row.split(",")[2] for row in rows]
+
+
+ISOLATED = """
+import os
+import sys
+sys.modules["torchkiln"] = None  # this process must not be able to import torchkiln
+sys.path = [p for p in sys.path if os.path.realpath(p or ".") != sys.argv[4]]
+try:
+    import torchkiln  # noqa: F401
+except ImportError:
+    pass
+else:
+    raise SystemExit("torchkiln is importable in the isolated process")
+import numpy as np
+import torch
+model = torch.jit.load(sys.argv[1], map_location="cpu")
+with torch.no_grad():
+    logits = model(torch.from_numpy(np.load(sys.argv[2])))
+np.save(sys.argv[3], logits.numpy())
+loaded = sorted(m for m in sys.modules if m.split(".")[0] == "torchkiln" and sys.modules[m])
+print("loaded torchkiln modules:", loaded)
+"""
+
+
+def test_torchscript_predicts_without_torchkiln(tiny: Path, tmp_path: Path) -> None:
+    images, expected = eager_logits(tiny)
+    np.save(tmp_path / "images.npy", images)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            ISOLATED,
+            str(stage(tiny, "export") / "out/model.pt"),
+            str(tmp_path / "images.npy"),
+            str(tmp_path / "logits.npy"),
+            str(ROOT),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=kiln_env(),
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "loaded torchkiln modules: []" in result.stdout
+    got = np.load(tmp_path / "logits.npy")
+    assert got.shape == expected.shape == (24, 4)
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+    assert (got.argmax(1) == expected.argmax(1)).all()
+    # and these are the predictions evaluate scored
+    assert [CLASSES[i] for i in got.argmax(1)] == evaluated_predictions(tiny)
+
+
+def test_onnx_runs_in_onnxruntime_with_a_dynamic_batch(tiny: Path) -> None:
+    import onnxruntime as ort
+
+    images, expected = eager_logits(tiny)
+    session = ort.InferenceSession(
+        str(stage(tiny, "export") / "out/model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    (meta,) = session.get_inputs()
+    assert meta.name == "images"
+    assert isinstance(meta.shape[0], str), f"batch axis is fixed: {meta.shape}"
+    assert meta.shape[1:] == [1, 8, 8]
+    for batch in (3, 24):  # neither is the export's own check batch (8, 4)
+        (got,) = session.run(None, {"images": images[:batch]})
+        assert got.shape == (batch, 4)
+        np.testing.assert_allclose(got, expected[:batch], atol=1e-4, rtol=0)
+        assert (got.argmax(1) == expected[:batch].argmax(1)).all()
+    (full,) = session.run(None, {"images": images})
+    assert [CLASSES[i] for i in full.argmax(1)] == evaluated_predictions(tiny)
