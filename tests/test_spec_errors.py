@@ -382,14 +382,17 @@ CASES = [
     bad(
         "unknown_stage_kind",
         HEAD + "  evalute: {}\n",
-        "spec.yaml:6:3: stages.evalute: no stage kind 'evalute'; did you mean 'evaluate'? "
+        "spec.yaml:6:3: stages.evalute: no stage kind 'evalute'; did you mean 'evaluate' or "
+        "'evaluate_gan'? "
         "name a kind with `uses:` (stage kinds: augment, build_model, evaluate,",
     ),
     bad(
         "unknown_uses",
         HEAD + "  fit:\n    uses: trian\n",
-        "spec.yaml:7:11: stages.fit.uses: unknown stage 'trian'; did you mean 'train'? "
-        "known stages: augment, build_model, evaluate, export, load_data, train",
+        "spec.yaml:7:11: stages.fit.uses: unknown stage kind 'trian'; did you mean 'train' or "
+        "'train_gan'? "
+        "known stage kinds: augment, build_model, evaluate, evaluate_gan, export, load_data, "
+        "train, train_gan",
     ),
     bad(
         "uses_not_a_string",
@@ -407,7 +410,7 @@ CASES = [
             model: {name: small_cn}
         """,
         "spec.yaml:5:19: stages.build_model.model.name: unknown model 'small_cn'; "
-        "did you mean 'small_cnn'? known models: mlp, small_cnn, torchvision/alexnet",
+        "did you mean 'small_cnn'? known models: dcgan, embedding_bag, mlp, mlp_gan,",
     ),
     bad(
         "unknown_dataset",
@@ -417,7 +420,7 @@ CASES = [
             dataset: {name: mnist_smaple, per_class: 10}
         """,
         "spec.yaml:3:21: stages.load_data.dataset.name: unknown dataset 'mnist_smaple'; "
-        "did you mean 'mnist_sample'? known datasets: image_folder, mnist_sample,",
+        "did you mean 'mnist_sample'? known datasets: bbc_news, image_folder, mnist_sample,",
     ),
     bad(
         "unknown_optimizer_shorthand",  # the position is the misspelt word, not the key
@@ -740,7 +743,7 @@ CASES = [
         "spec.yaml:8:30: stages.build_model.model.chanels: unknown key 'chanels'",
         "spec.yaml:10:13: stages.train.epochs: Input should be a valid integer (got true)",
         "spec.yaml:11:32: stages.train.optimizer.lr: Input should be greater than 0 (got -1)",
-        "spec.yaml:12:3: stages.evalute: no stage kind 'evalute'; did you mean 'evaluate'?",
+        "spec.yaml:12:3: stages.evalute: no stage kind 'evalute'; did you mean 'evaluate' or",
         "spec.yaml:14:15: stages.export.formats[0].name: unknown exporter 'onx'",
     ),
     bad_files(

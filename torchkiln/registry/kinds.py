@@ -48,6 +48,13 @@ class ModelConfig(Component):
     #: Tasks the model serves.
     tasks: ClassVar[frozenset[str]] = frozenset({"classification"})
 
+    def initialize(self, module: Any, dataset: Any) -> dict[str, Any] | None:
+        """Called by build_model (only there) after `build(info)`, before `weights:` load:
+        initialise `module` from files this config names (e.g. pretrained word vectors),
+        given the dataset artifact (`dataset.folder`, `dataset.info`). Parameters it sets
+        `requires_grad_(False)` stay frozen. Returns facts for the build summary, or None."""
+        return None
+
 
 class LossConfig(Component):
     """Builds a loss module (`build(info)`)."""
@@ -93,7 +100,7 @@ def _generic(kind: str) -> dict[str, Any]:
 
 
 stages: Registry[type[StageKind]] = Registry(
-    "stage", "A stage kind: what one step of the pipeline does."
+    "stage", "A stage kind: what one step of the pipeline does.", label="stage kind"
 )
 datasets: Registry[type[DatasetConfig]] = Registry(
     "dataset", "A dataset: where load_data reads examples from."

@@ -62,7 +62,7 @@ class UnknownNameError(LookupError):
     """A name that no registered entry (nor the generic adapter) answers to."""
 
     def __init__(self, kind: str, name: str, known: list[str]) -> None:
-        self.kind, self.name, self.known = kind, name, known
+        self.kind, self.name, self.known = kind, name, known  # kind: the registry's label
         super().__init__(
             f"unknown {kind} {name!r}; {did_you_mean(name, known)}"
             f"known {plural(kind)}: {choices_text(known)}"
@@ -89,10 +89,13 @@ class Registry(Generic[T]):
         *,
         generic: Callable[[str], T | None] | None = None,
         generic_names: Callable[[], list[str]] | None = None,
+        label: str | None = None,
     ) -> None:
         if kind in ALL_REGISTRIES:
             raise DuplicateNameError(f"a registry of kind {kind!r} already exists")
         self.kind, self.doc = kind, doc
+        #: How messages name an entry ("stage kind" reads better than "stage").
+        self.label = label or kind
         self._entries: dict[str, T] = {}
         self._generic, self._generic_names = generic, generic_names
         ALL_REGISTRIES[kind] = self
@@ -126,7 +129,7 @@ class Registry(Generic[T]):
             found = self._generic(name)
             if found is not None:
                 return found
-        raise UnknownNameError(self.kind, name, self.known_names())
+        raise UnknownNameError(self.label, name, self.known_names())
 
     def names(self) -> list[str]:
         """Registered names, sorted."""

@@ -19,8 +19,12 @@ from torchkiln.stages.base import StageContext
 
 def run_build_model(ctx: StageContext) -> None:
     cfg = ctx.config
-    info = open_dataset(ctx.input("dataset")).info
+    dataset = open_dataset(ctx.input("dataset"))
+    info = dataset.info
     module = cfg.model.build(info)
+    # Initialisation from files the model config names (e.g. pretrained word vectors):
+    # done once here, so the result lives in the weights and later stages never reread it.
+    initialization = cfg.model.initialize(module, dataset)
     report = None
     if cfg.weights is not None:
         ref = cfg.weights.artifact_ref()
@@ -37,6 +41,8 @@ def run_build_model(ctx: StageContext) -> None:
             )
         )
     frozen = freeze(module, cfg.freeze)
+    # What build/initialize froze themselves (e.g. `pretrained: {freeze: true}`) counts too.
+    frozen = sorted({*frozen, *(n for n, p in module.named_parameters() if not p.requires_grad)})
     params = sum(p.numel() for p in module.parameters())
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
     write_model(
@@ -45,11 +51,19 @@ def run_build_model(ctx: StageContext) -> None:
         info=info,
         state=state_for_saving(module),
         frozen=frozen,
-        extra={"weights_report": report},
+        extra={
+            "weights_report": report,
+            **({"initialization": initialization} if initialization else {}),
+        },
     )
     write_json(
         ctx.out_dir / "summary.json",
-        {"parameters": params, "trainable_parameters": trainable, "frozen_parameters": frozen},
+        {
+            "parameters": params,
+            "trainable_parameters": trainable,
+            "frozen_parameters": frozen,
+            **({"initialization": initialization} if initialization else {}),
+        },
     )
     atomic_write_text(
         ctx.out_dir / "summary.txt",

@@ -83,15 +83,17 @@ def run_evaluate(ctx: StageContext) -> None:
         )
         confusion_png(matrix, classes, ctx.plots_dir / "confusion.png")
     wrong = (predicted != targets).nonzero().flatten()
-    if cfg.misclassified and info.modality == "image":
-        from torchkiln.runtime.mistakes import mistakes_grid
-
-        mistakes_grid(
+    # The modality's preprocessor decides how mistakes are shown (images: a PNG grid in
+    # plots/, text: a JSONL file in out/); the stage's plot_specs declares the plot files.
+    write_mistakes = getattr(preprocess, "write_mistakes", None)
+    if cfg.misclassified and write_mistakes is not None:
+        write_mistakes(
             split,
             wrong[: cfg.misclassified],
             predicted,
             classes,
-            ctx.plots_dir / "misclassified.png",
+            out_dir=ctx.out_dir,
+            plots_dir=ctx.plots_dir,
         )
     confidence = logits.softmax(dim=1).max(dim=1).values
     rows = ["index,actual,predicted,confidence"] + [

@@ -70,6 +70,11 @@ def run_export(ctx: StageContext) -> None:
             f"{exporter.name}: {result['file']} matches the eager model "
             f"(max abs diff {result['max_abs_diff']:.2e})"
         )
+    # Files the modality needs to feed the exported model (a text model's tokenizer.json
+    # and vocab.json), copied from the dataset artifact.
+    export_files = getattr(preprocess, "export_files", None)
+    for name in export_files(ctx.input("dataset"), ctx.out_dir) if export_files else []:
+        files.append({"format": "preprocessing", "file": name, **describe_file(ctx.out_dir / name)})
     write_json(ctx.out_dir / "model.json", artifact.meta)
     files.append(
         {"format": "config", "file": "model.json", **describe_file(ctx.out_dir / "model.json")}
@@ -90,9 +95,12 @@ def run_export(ctx: StageContext) -> None:
             "modality": info.modality,
             **preprocess.describe(),
         },
+        "inputs": target.input_names,
         "outputs": target.output_names,
         **target.card,
         "metrics": {k: v for k, v in metrics.items() if not isinstance(v, dict | list)},
+        # an evaluation may list warnings (e.g. a GAN's mode collapse); the card shows them
+        "warnings": [str(w) for w in metrics.get("warnings", [])],
         "files": files,
         "check": {"split": split_name, "examples": int(target.example[0].shape[0])},
         "versions": _versions(),
@@ -123,25 +131,35 @@ def card_markdown(card: dict[str, Any]) -> str:
             f"- Normalisation inside the model: mean {normalize['mean']}, std {normalize['std']}."
         )
     for key, value in card["input"].items():
-        if key not in ("input", "normalize", "shape", "modality"):
+        if key not in ("input", "normalize", "shape", "modality", "usage"):
             lines.append(f"- {key}: {value}")
-    lines += [
-        f"- Output: {', '.join(card['outputs'])} over {len(card['classes'])} classes, in order: "
-        + ", ".join(f"`{c}`" for c in card["classes"]),
-        "",
-        "## Metrics",
-        "",
-    ]
+    output = f"- Output: {', '.join(card['outputs'])}"
+    if card.get("output"):  # the export target's own description (e.g. a generator's images)
+        output += f": {card['output']}"
+    if card["classes"]:
+        output += f" over {len(card['classes'])} classes, in order: " + ", ".join(
+            f"`{c}`" for c in card["classes"]
+        )
+    lines += [output, "", "## Metrics", ""]
     lines += [
         f"- {k}: {v:.4f}" if isinstance(v, float) else f"- {k}: {v}"
         for k, v in card["metrics"].items()
     ] or ["(no evaluate stage feeds this export)"]
+    if card.get("warnings"):
+        lines += ["", "## Warnings", ""] + [f"- **warning:** {w}" for w in card["warnings"]]
     training = card.get("training") or {}
-    if training:
+    if "best_epoch" in training:
         lines += [
             "",
             f"Best epoch {training.get('best_epoch')} of {training.get('epochs_run')} "
             f"by {training.get('monitor')}.",
+        ]
+    elif training:
+        lines += [
+            "",
+            "Training: "
+            + ", ".join(f"{k} {v}" for k, v in training.items() if not isinstance(v, dict | list))
+            + ".",
         ]
     lines += [
         "",
@@ -165,17 +183,32 @@ def card_markdown(card: dict[str, Any]) -> str:
         "## Use",
         "",
         "```python",
-        "import torch",
-        'model = torch.jit.load("model.pt")          # no torchkiln needed',
-        "logits = model(images)                        # images: float32 in [0, 1]",
-        "",
-        "import onnxruntime",
-        'session = onnxruntime.InferenceSession("model.onnx")',
-        'logits = session.run(None, {"images": images.numpy()})[0]',
+        card["input"].get("usage") or default_usage(card),
         "```",
         "",
     ]
     return "\n".join(lines)
+
+
+def default_usage(card: dict[str, Any]) -> str:
+    """The model card's usage snippet, from the export's input and output names (unless the
+    input description gives a "usage" of its own)."""
+    inputs = card.get("inputs") or ["images"]
+    output = (card.get("outputs") or ["outputs"])[0]
+    args = ", ".join(inputs)
+    feeds = ", ".join(f'"{name}": {name}.numpy()' for name in inputs)
+    described = card["input"].get("input")
+    return "\n".join(
+        [
+            "import torch",
+            'model = torch.jit.load("model.pt")          # no torchkiln needed',
+            f"{output} = model({args})" + (f"  # {args}: {described}" if described else ""),
+            "",
+            "import onnxruntime",
+            'session = onnxruntime.InferenceSession("model.onnx")',
+            f"{output} = session.run(None, {{{feeds}}})[0]",
+        ]
+    )
 
 
 def export_folder(pipeline: str, stage: str = "export") -> Path:

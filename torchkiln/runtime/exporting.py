@@ -36,9 +36,16 @@ class ExportTarget:
     weights: dict[str, torch.Tensor]
     #: extra facts for the model card (e.g. a generator's latent size)
     card: dict[str, Any] = field(default_factory=dict)
+    #: more input sets to compare on, beyond the example and half of it (e.g. shorter
+    #: sequences, proving a text model's sequence axis is free)
+    extra_checks: list[tuple[torch.Tensor, ...]] = field(default_factory=list)
 
     def inputs_at(self, batch: int) -> tuple[torch.Tensor, ...]:
         return tuple(x[:batch] for x in self.example)
+
+    def check_inputs(self) -> list[tuple[torch.Tensor, ...]]:
+        """Every input set an export is compared on."""
+        return [self.inputs_at(n) for n in _batches(self)] + list(self.extra_checks)
 
     @torch.no_grad()
     def expected(self, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -83,8 +90,7 @@ def export_torchscript(cfg: Any, target: ExportTarget, out_dir: Path) -> dict[st
         loaded = torch.jit.load(str(path), map_location="cpu")
     diff = 0.0
     with torch.no_grad():
-        for n in _batches(target):
-            inputs = target.inputs_at(n)
+        for inputs in target.check_inputs():
             diff = max(
                 diff, _check("TorchScript", loaded(*inputs), target.expected(inputs), cfg.tolerance)
             )
@@ -128,8 +134,7 @@ def export_onnx(cfg: Any, target: ExportTarget, out_dir: Path) -> dict[str, Any]
     options.log_severity_level = 3
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     diff = 0.0
-    for n in _batches(target):
-        inputs = target.inputs_at(n)
+    for inputs in target.check_inputs():
         feeds = {meta.name: x.numpy() for meta, x in zip(session.get_inputs(), inputs, strict=True)}
         got = torch.from_numpy(session.run(None, feeds)[0])
         diff = max(diff, _check("ONNX", got, target.expected(inputs), cfg.tolerance))
@@ -152,8 +157,7 @@ def export_safetensors(cfg: Any, target: ExportTarget, out_dir: Path) -> dict[st
     rebuilt = target.rebuild(load_file(path)).eval()
     diff = 0.0
     with torch.no_grad():
-        for n in _batches(target):
-            inputs = target.inputs_at(n)
+        for inputs in target.check_inputs():
             diff = max(
                 diff,
                 _check(

@@ -39,6 +39,20 @@ def chunks(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     return list(order.split(batch_size))
 
 
+def bucketed_chunks(
+    order: torch.Tensor, lengths: torch.Tensor, batch_size: int, pool: int, seed: int
+) -> list[torch.Tensor]:
+    """Batches of similar lengths: `order` (already shuffled) is cut into pools of `pool`
+    batches, each pool sorted by length (stable, so ties keep the shuffled order), cut into
+    batches, and the batches shuffled. Same count of batches as `chunks`, so schedulers
+    that count steps are unaffected; seeded, so resuming replays an epoch exactly."""
+    lengths = lengths.to("cpu")
+    pools = [p[torch.sort(lengths[p], stable=True).indices] for p in order.split(batch_size * pool)]
+    batches = chunks(torch.cat(pools), batch_size) if pools else []
+    shuffle = torch.randperm(len(batches), generator=torch.Generator().manual_seed(seed))
+    return [batches[i] for i in shuffle.tolist()]
+
+
 class _BatchDataset(torch.utils.data.Dataset[Batch]):
     """Each item is a whole batch, so DataLoader workers build batches in parallel."""
 

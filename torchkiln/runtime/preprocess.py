@@ -69,8 +69,11 @@ class ImagePreprocessor:
     def train_inputs(self, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         x = inputs[0]
         if self.train_transforms:
-            # v2 transforms draw one set of random parameters per call: call per image.
-            x = torch.stack([self.augment_image(img) for img in x])
+            # v2 transforms draw one set of random parameters per call: call per image, on
+            # the CPU (uint8; on a GPU each call would launch kernels: ~10x slower on an H100).
+            device = x.device
+            x = torch.stack([self.augment_image(img) for img in x.cpu()])
+            x = x.to(device, non_blocking=True)
         x = x.float().div_(255.0)
         return (self._normalise(x),)
 
@@ -82,6 +85,11 @@ class ImagePreprocessor:
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         m = self.eval_module
         return (x - m.mean) / m.std if m.normalize else x
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """float images in [0, 1] -> model space: the step after the random transforms in
+        `train_inputs`, for images made on the fly (a GAN generator's output). Differentiable."""
+        return self._normalise(x)
 
     def eval_inputs(self, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         return (self.eval_module(inputs[0].float().div_(255.0)),)
@@ -106,6 +114,20 @@ class ImagePreprocessor:
             rebuild=lambda state: ImageModel(prepare, rebuild(state)).eval(),
             weights=state_for_saving(model),
         )
+
+    def write_mistakes(
+        self,
+        split: Any,
+        wrong: torch.Tensor,
+        predicted: torch.Tensor,
+        classes: list[str],
+        out_dir: Path,
+        plots_dir: Path,
+    ) -> None:
+        """evaluate's misclassified examples: a labelled grid, plots/misclassified.png."""
+        from torchkiln.runtime.mistakes import mistakes_grid
+
+        mistakes_grid(split, wrong, predicted, classes, plots_dir / "misclassified.png")
 
     def describe(self) -> dict[str, Any]:
         m = self.eval_module

@@ -24,6 +24,7 @@ from torchkiln.runtime.loop import (
     EpochProgress,
     NonFiniteGuard,
     autocast,
+    bucketed_chunks,
     chunks,
     epoch_order,
     epoch_seed,
@@ -68,12 +69,26 @@ class Fit:
             )
         return inputs
 
+    def epoch_batches(self, epoch: int) -> list[torch.Tensor]:
+        """The index batches of an epoch, in order (seeded by epoch: resuming replays it)."""
+        order = epoch_order(len(self.train), self.seed, epoch)
+        if self.cfg.bucket_by_length:
+            lengths = getattr(self.train, "lengths", None)
+            if lengths is None:
+                raise RunError(
+                    "bucket_by_length groups examples by length, but this dataset's "
+                    "examples have no lengths (they all have one size); turn it off"
+                )
+            seed = epoch_seed(self.seed, epoch) + 1
+            return bucketed_chunks(order, lengths, self.cfg.batch_size, self.cfg.bucket_pool, seed)
+        return chunks(order, self.cfg.batch_size)
+
     def train_epoch(self, epoch: int, progress: EpochProgress | None = None) -> dict[str, float]:
         """One pass over the shuffled training split; returns mean loss and accuracy."""
         cfg, model, opt = self.cfg, self.model, self.optimizer
         model.train()
         torch.manual_seed(epoch_seed(self.seed, epoch))  # dropout and augmentation draws
-        index_chunks = chunks(epoch_order(len(self.train), self.seed, epoch), cfg.batch_size)
+        index_chunks = self.epoch_batches(epoch)
         steps = len(index_chunks)
         guard = NonFiniteGuard(steps, self.device)
         loss_sum = torch.zeros((), device=self.device)

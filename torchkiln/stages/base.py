@@ -150,4 +150,3 @@ class StageKind:
 
     def run(self, ctx: StageContext) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
-

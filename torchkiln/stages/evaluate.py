@@ -25,7 +25,8 @@ class EvaluateConfig(StageConfig):
     batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = 256
     """Examples per forward pass."""
     misclassified: Annotated[int, Field(ge=0, le=256)] = 36
-    """Misclassified examples shown in a grid (0: none)."""
+    """Misclassified examples to keep for review (0: none): a grid of images in
+    plots/misclassified.png, or, for text, out/misclassified.jsonl."""
 
 
 @stages.register

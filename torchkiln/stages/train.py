@@ -50,6 +50,14 @@ class TrainConfig(StageConfig):
     """Clip the global gradient norm to this value."""
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     """Autocast precision; bf16 works on CPU, fp16 needs CUDA (with a gradient scaler)."""
+    bucket_by_length: bool = False
+    """Draw each epoch's batches from examples of similar lengths, so they pad little
+    (variable-length data such as text; needs a dataset whose split reader has `lengths`):
+    the shuffled examples are sorted by length within pools of `bucket_pool` batches, cut
+    into batches, and the batches shuffled. Off: uniformly shuffled batches."""
+    bucket_pool: Annotated[int, Field(ge=1, le=10_000)] = 50
+    """With `bucket_by_length`, how many batches' worth of examples are sorted together
+    (larger: less padding, less randomness)."""
     num_workers: Annotated[int, Field(ge=0, le=64)] = 0
     """DataLoader worker processes for datasets read from files (in-memory data needs none)."""
     monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
