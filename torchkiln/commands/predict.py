@@ -1,0 +1,186 @@
+"""`kiln predict SPEC "some text" ...`: classify raw text with a pipeline's exported model.
+
+Uses only the export folder (`runs/<pipeline>/<export stage>/out`): `tokenizer.json` and
+`vocab.json` encode the text exactly as load_data did, then `model.onnx` runs under
+onnxruntime (numpy only, no torch import) or `model.pt` under TorchScript. The spec is read
+for the pipeline's name and export stage (validation only, no torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from torchkiln.errors import RunError, UsageError
+
+
+def register(add: Callable[..., argparse.ArgumentParser]) -> None:
+    p = add(
+        "predict",
+        cmd_predict,
+        "Classify raw text with a pipeline's exported model (ONNX or TorchScript).",
+    )
+    p.add_argument("spec", metavar="SPEC", help="the pipeline spec, e.g. pipelines/bbc_lstm.yaml")
+    p.add_argument(
+        "texts",
+        nargs="*",
+        metavar="TEXT",
+        help="texts to classify (options go before SPEC or last)",
+    )
+    p.add_argument(
+        "--file",
+        metavar="FILE",
+        help="classify every non-blank line of FILE ('-': standard input)",
+    )
+    p.add_argument(
+        "--format",
+        choices=("auto", "onnx", "torchscript"),
+        default="auto",
+        help="which exported file runs the model (auto: ONNX when exported, else TorchScript)",
+    )
+    p.add_argument("--stage", metavar="STAGE", help="the export stage (default: the only one)")
+    p.add_argument("--top", type=int, default=1, metavar="K", help="show the K likeliest labels")
+    p.add_argument("--json", action="store_true", help="one JSON object per text")
+
+
+def _inputs(args: argparse.Namespace) -> list[str]:
+    texts = list(args.texts)
+    if args.file:
+        if args.file == "-":
+            lines = sys.stdin.read().splitlines()
+        else:
+            path = Path(args.file)
+            if not path.is_file():
+                raise UsageError(f"--file {args.file}: no such file")
+            lines = path.read_text(encoding="utf-8").splitlines()
+        texts += [line for line in lines if line.strip()]
+    if not texts:
+        raise UsageError("give texts to classify, or --file FILE with one text per line")
+    return texts
+
+
+def export_folder(spec: Path, stage: str | None) -> tuple[str, Path]:
+    """The pipeline's name and its export stage's output folder (validates the spec)."""
+    from torchkiln.runner import stage_paths
+    from torchkiln.schemas.spec import load_pipeline
+
+    pipeline = load_pipeline(spec)
+    exports = [n for n, node in pipeline.stages.items() if node.kind.produces == "export"]
+    if stage is not None:
+        if stage not in exports:
+            raise UsageError(
+                f"{spec.as_posix()} has no export stage {stage!r}; export stages: "
+                + (", ".join(exports) or "(none)")
+            )
+        exports = [stage]
+    if not exports:
+        raise UsageError(f"{spec.as_posix()} has no export stage, so nothing to predict with")
+    if len(exports) > 1:
+        raise UsageError(f"{spec.as_posix()} has several export stages; pick one with --stage")
+    return pipeline.name, stage_paths(pipeline.name, exports[0]).out
+
+
+class Classifier:
+    """Raw text -> class probabilities, from an export folder alone."""
+
+    def __init__(self, folder: Path, fmt: str = "auto") -> None:
+        from torchkiln.text.vocab import TextEncoder
+
+        self.folder = folder
+        card = json.loads((folder / "model_card.json").read_text(encoding="utf-8"))
+        self.classes: list[str] = list(card["classes"])
+        self.encoder = TextEncoder.from_folder(folder)
+        onnx, script = folder / "model.onnx", folder / "model.pt"
+        if fmt == "auto":
+            fmt = "onnx" if onnx.exists() else "torchscript"
+        path = onnx if fmt == "onnx" else script
+        if not path.exists():
+            raise RunError(
+                f"{path.as_posix()} does not exist: add `{fmt}` to the export stage's formats"
+            )
+        self.format = fmt
+        self.run = self._onnx(path) if fmt == "onnx" else self._torchscript(path)
+
+    def _onnx(self, path: Path) -> Callable[[Any, Any], Any]:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return lambda tokens, lengths: session.run(None, {"tokens": tokens, "lengths": lengths})[0]
+
+    def _torchscript(self, path: Path) -> Callable[[Any, Any], Any]:
+        import warnings
+
+        import torch
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit is deprecated upstream; still works
+            module = torch.jit.load(str(path), map_location="cpu")
+
+        def run(tokens: Any, lengths: Any) -> Any:
+            with torch.no_grad():
+                return module(torch.from_numpy(tokens), torch.from_numpy(lengths)).numpy()
+
+        return run
+
+    def probabilities(self, texts: list[str], batch_size: int = 64) -> Any:
+        import numpy as np
+
+        out = []
+        for start in range(0, len(texts), batch_size):
+            ids = [self.encoder.encode(t) for t in texts[start : start + batch_size]]
+            lengths = np.array([len(i) for i in ids], dtype=np.int64)
+            tokens = np.zeros((len(ids), int(lengths.max())), dtype=np.int64)  # 0 is <pad>
+            for row, seq in enumerate(ids):
+                tokens[row, : len(seq)] = seq
+            logits = np.asarray(self.run(tokens, lengths), dtype=np.float64)
+            logits -= logits.max(axis=1, keepdims=True)
+            exp = np.exp(logits)
+            out.append(exp / exp.sum(axis=1, keepdims=True))
+        return np.concatenate(out)
+
+
+def open_classifier(folder: Path, fmt: str = "auto") -> Classifier:
+    if not (folder / "model_card.json").exists():
+        raise RunError(
+            f"no exported model in {folder.as_posix()}: run the pipeline through its export "
+            "stage first (`kiln run SPEC` or `dvc repro`)"
+        )
+    if not (folder / "tokenizer.json").exists() or not (folder / "vocab.json").exists():
+        raise RunError(
+            f"{folder.as_posix()} has no tokenizer.json/vocab.json: `kiln predict` classifies "
+            "raw text, and this export is not a text model"
+        )
+    return Classifier(folder, fmt)
+
+
+def _preview(text: str, width: int = 60) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 3] + "..."
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    if args.top < 1:
+        raise UsageError("--top must be at least 1")
+    texts = _inputs(args)
+    _, folder = export_folder(Path(args.spec), args.stage)
+    classifier = open_classifier(folder, args.format)
+    probs = classifier.probabilities(texts)
+    k = min(args.top, len(classifier.classes))
+    for text, row in zip(texts, probs, strict=True):
+        best = sorted(range(len(row)), key=lambda i: (-row[i], i))[:k]
+        ranked = [(classifier.classes[i], float(row[i])) for i in best]
+        if args.json:
+            record = {"text": text, "label": ranked[0][0], "probability": round(ranked[0][1], 6)}
+            if k > 1:
+                record["top"] = [{"label": c, "probability": round(p, 6)} for c, p in ranked]
+            print(json.dumps(record, ensure_ascii=False, sort_keys=True))
+        else:
+            shown = "  ".join(f"{c}\t{p:.4f}" for c, p in ranked)
+            print(f"{shown}\t{_preview(text)}")
+    return 0
