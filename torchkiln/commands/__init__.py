@@ -6,4 +6,4 @@ returns the exit code. Modules must stay light at import (no torch): `kiln --hel
 them all.
 """
 
-MODULES: list[str] = []
+MODULES: list[str] = ["torchkiln.commands.predict", "torchkiln.commands.sample"]

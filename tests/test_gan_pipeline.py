@@ -1,0 +1,272 @@
+"""A tiny GAN pipeline through the real `kiln run` (with a tiny classifier pipeline for its
+evaluation), its export, `kiln sample`, resuming train_gan, and the validation errors."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kiln_e2e import failed, kiln, ok, shared_folder, synthetic, write_spec
+
+from torchkiln.io import read_json
+
+pytestmark = pytest.mark.e2e
+
+DATA = {"dataset": synthetic(num_classes=4, per_class=40, size=8), "split": {"test": 0.25}}
+
+
+def gan_stages(**train: Any) -> dict[str, Any]:
+    return {
+        "load_data": DATA,
+        "build_model": {"model": {"name": "mlp_gan", "latent_dim": 8, "hidden": [32]}},
+        "train": {"epochs": 2, "batch_size": 16, "ema": {"decay": 0.9}, "samples": 16, **train},
+        "evaluate": {"classifier": {"pipeline": "cls", "stage": "train"}, "grid": 16},
+        "export": {"formats": ["torchscript", "onnx", "safetensors"], "check_batch": 6},
+    }
+
+
+def write_specs(folder: Path) -> None:
+    write_spec(
+        folder,
+        "cls",
+        {
+            "load_data": DATA,
+            "build_model": {"model": {"name": "mlp", "hidden": [16]}},
+            "train": {"epochs": 2, "batch_size": 32},
+        },
+    )
+    write_spec(folder, "gan", gan_stages(), task="gan")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The classifier pipeline, then the GAN pipeline through export."""
+
+    def build(folder: Path) -> None:
+        write_specs(folder)
+        ok(kiln("run", "cls.yaml", cwd=folder))
+        ok(kiln("run", "gan.yaml", cwd=folder))
+
+    return shared_folder(tmp_path_factory, "gan-project", build)
+
+
+def test_train_gan_writes_diagnostics_sample_grids_and_history(project: Path) -> None:
+    train = project / "runs" / "gan" / "train"
+    history = read_json(train / "plots" / "history.json")
+    assert [r["epoch"] for r in history] == [1, 2]
+    for key in ("d_loss", "g_loss", "d_real", "d_fake", "grad_norm_d", "grad_norm_g"):
+        assert all(isinstance(r[key], float) for r in history), key
+    assert 0 <= history[0]["d_real"] <= 1  # BCE: D(x) is a probability
+    plots = sorted(p.relative_to(train / "plots").as_posix() for p in train.rglob("plots/**/*.*"))
+    assert plots == [
+        "contact_sheet.png",
+        "history.json",
+        "samples/epoch_001.png",
+        "samples/epoch_002.png",
+    ]
+    # what the kind declares to DVC is exactly what it wrote
+    from torchkiln.schemas.spec import load_pipeline
+
+    node = load_pipeline(project / "gan.yaml").stages["train"]
+    assert node.kind.name == "train_gan"  # from the gan task's stage_defaults
+    declared = {p.file for p in node.plot_specs()}
+    assert declared == {"history.json", "samples", "contact_sheet.png"}
+    assert (train / "out" / "history.json").read_bytes() == (
+        train / "plots" / "history.json"
+    ).read_bytes()
+    meta = read_json(train / "out" / "model.json")
+    assert meta["training"]["generator_weights"] == "ema"
+    assert read_json(train / "metrics.json")["epochs_run"] == 2
+
+
+def test_evaluate_gan_scores_generated_real_and_noise(project: Path) -> None:
+    evaluate = project / "runs" / "gan" / "evaluate"
+    metrics = read_json(evaluate / "metrics.json")
+    assert metrics == read_json(evaluate / "out" / "metrics.json")
+    for what in ("generated", "real", "noise"):
+        assert metrics[f"fid_{what}"] >= 0
+        assert 0 <= metrics[f"diversity_{what}"] <= 1
+        assert metrics[f"classifier_score_{what}"] >= 1
+    assert metrics["fid_real"] < metrics["fid_noise"]
+    assert metrics["samples"] == metrics["held_out"] == 40
+    assert isinstance(metrics["mode_collapse"], bool) and isinstance(metrics["divergence"], bool)
+    assert metrics["mode_collapse"] == any("collapse" in w for w in metrics["warnings"])
+    assert (evaluate / "plots" / "samples.png").exists()
+    classes = read_json(evaluate / "plots" / "classes.json")
+    assert [c["class"] for c in classes] == ["class_0", "class_1", "class_2", "class_3"]
+
+
+def test_export_is_the_generator_with_parity_and_a_card(project: Path) -> None:
+    import numpy as np
+    import onnxruntime
+    import torch
+
+    out = project / "runs" / "gan" / "export" / "out"
+    card = read_json(out / "model_card.json")
+    assert card["latent_dim"] == 8 and card["output_shape"] == [1, 8, 8]
+    assert card["inputs"] == ["noise"] and card["outputs"] == ["images"]
+    formats = {f["format"]: f for f in card["files"]}
+    assert formats.keys() >= {"torchscript", "onnx", "safetensors"}
+    assert all(formats[f]["max_abs_diff"] <= 1e-4 for f in ("torchscript", "onnx", "safetensors"))
+    evaluation = read_json(project / "runs" / "gan" / "evaluate" / "metrics.json")
+    assert card["warnings"] == evaluation["warnings"]
+    markdown = (out / "model_card.md").read_text()
+    assert "fid_generated" in markdown and "over 0 classes" not in markdown
+    assert '"noise": noise.numpy()' in markdown
+    for warning in evaluation["warnings"]:
+        assert warning in markdown
+    noise = torch.randn(3, 8, generator=torch.Generator().manual_seed(5))  # another batch size
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated upstream
+        script = torch.jit.load(str(out / "model.pt"))
+    with torch.no_grad():
+        images = script(noise)
+    assert images.shape == (3, 1, 8, 8) and images.min() >= 0 and images.max() <= 1
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"))
+    got = session.run(None, {"noise": noise.numpy()})[0]
+    assert np.abs(got - images.numpy()).max() < 1e-4
+
+
+def test_kiln_sample_writes_a_png_grid(project: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    grid = tmp_path / "grid.png"
+    result = ok(kiln("sample", "gan.yaml", "-n", "6", "-o", grid, "--seed", "3", cwd=project))
+    assert "6 samples" in result.stdout
+    picture = Image.open(grid)
+    # 6 tiles in a 3 x 2 grid of 8x8 images with 2-pixel padding, upscaled 12x
+    assert picture.size == ((3 * 10 + 2) * 12, (2 * 10 + 2) * 12)
+    again = tmp_path / "again.png"
+    ok(kiln("sample", "gan.yaml", "-n", "6", "-o", again, "--seed", "3", cwd=project))
+    assert again.read_bytes() == grid.read_bytes()
+    script = tmp_path / "script.png"
+    ok(kiln("sample", "gan.yaml", "-n", "6", "-o", script, "--seed", "4", cwd=project))
+    assert script.read_bytes() != grid.read_bytes()
+
+
+def test_kiln_sample_before_export_and_on_a_classifier_says_why(tmp_path: Path) -> None:
+    write_specs(tmp_path)
+    message = failed(kiln("sample", "gan.yaml", "-o", tmp_path / "x.png", cwd=tmp_path))
+    assert "not exported yet" in message and "kiln run gan.yaml" in message
+    assert not (tmp_path / "x.png").exists()
+    message = failed(kiln("sample", "cls.yaml", cwd=tmp_path), code=2)
+    assert "no export stage" in message
+
+
+def test_resumed_train_gan_reaches_identical_weights(project: Path, tmp_path: Path) -> None:
+    """A run interrupted after epoch 2 and resumed equals an uninterrupted run, byte for byte
+    (n_critic 2 and the EMA make the step counting and the averaged state matter)."""
+    from torchkiln.gan import train as gan_train
+    from torchkiln.gan.stages import TrainGanConfig
+    from torchkiln.gan.task import Gan
+    from torchkiln.stages.base import StageContext
+
+    config = TrainGanConfig.model_validate(
+        {"epochs": 4, "batch_size": 16, "n_critic": 2, "ema": {"decay": 0.9}, "samples": 4}
+    )
+
+    def context(name: str, scratch: Path) -> StageContext:
+        root = tmp_path / name
+        (root / "out").mkdir(parents=True, exist_ok=True)
+        return StageContext(
+            pipeline="gan",
+            stage="train",
+            config=config,
+            seed=0,
+            task=Gan(),
+            device="cpu",
+            inputs={
+                "dataset": project / "runs" / "gan" / "load_data" / "out",
+                "model": project / "runs" / "gan" / "build_model" / "out",
+            },
+            out_dir=root / "out",
+            metrics_path=root / "metrics.json",
+            plots_dir=root / "plots",
+            scratch_dir=scratch,
+        )
+
+    gan_train.run_train_gan(context("straight", tmp_path / "scratch-a"))
+
+    original = gan_train.GanFit.train_epoch
+
+    def crash_at_third_epoch(self: Any, epoch: int, progress: Any = None) -> Any:
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return original(self, epoch, progress)
+
+    gan_train.GanFit.train_epoch = crash_at_third_epoch  # type: ignore[method-assign]
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            gan_train.run_train_gan(context("killed", tmp_path / "scratch-b"))
+    finally:
+        gan_train.GanFit.train_epoch = original  # type: ignore[method-assign]
+    assert list((tmp_path / "scratch-b").glob("*.pt"))  # the checkpoint after epoch 2
+    gan_train.run_train_gan(context("resumed", tmp_path / "scratch-b"))
+
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    for name in ("out/weights.safetensors", "out/history.json", "plots/contact_sheet.png"):
+        assert (straight / name).read_bytes() == (resumed / name).read_bytes(), name
+    assert not list((tmp_path / "scratch-b").glob("*.pt"))  # cleared after success
+
+
+# -- validation ------------------------------------------------------------------------
+
+
+def issues(folder: Path, spec: Path) -> str:
+    result = kiln("validate", spec.name, cwd=folder)
+    assert result.returncode == 2, result.stdout + result.stderr
+    return result.stderr
+
+
+def test_gan_kinds_refuse_the_classification_task(tmp_path: Path) -> None:
+    stages = gan_stages()
+    stages["train"]["uses"] = "train_gan"
+    stages["evaluate"]["uses"] = "evaluate_gan"
+    del stages["build_model"]
+    stages["build_model"] = {"model": {"name": "mlp", "hidden": [8]}}
+    spec = write_spec(tmp_path, "wrong", stages)
+    text = issues(tmp_path, spec)
+    assert "wrong.yaml:" in text
+    assert "stage kind 'train_gan' serves task(s) gan, not 'classification'" in text
+    assert "stage kind 'evaluate_gan' serves task(s) gan" in text
+
+
+def test_gan_model_refused_for_classification_and_vice_versa(tmp_path: Path) -> None:
+    stages = {
+        "load_data": DATA,
+        "build_model": {"model": {"name": "dcgan", "widths": [8]}},
+        "train": {"epochs": 1},
+    }
+    text = issues(tmp_path, write_spec(tmp_path, "clf", stages))
+    assert "stages.build_model.model.name: model 'dcgan' serves gan, not task 'classification'" in (
+        text
+    )
+    stages = gan_stages()
+    stages["build_model"] = {"model": {"name": "small_cnn"}}
+    spec = write_spec(tmp_path, "gan", stages, task="gan")
+    text = issues(tmp_path, spec)
+    lines = text.splitlines()
+    assert any(
+        "stages.build_model.model.name: model 'small_cnn' serves classification" in x for x in lines
+    )
+    assert any("stages.train: stage kind 'train_gan' needs a GAN model" in x for x in lines)
+    assert any("stages.evaluate: stage kind 'evaluate_gan' needs a GAN model" in x for x in lines)
+    # every message is positioned: file:line:col
+    assert all(line.startswith("gan.yaml:") for line in lines if "needs a GAN model" in line)
+
+
+def test_gan_config_errors_are_positioned(tmp_path: Path) -> None:
+    stages = gan_stages(
+        loss={"name": "hinj"},
+        generator={"scheduler": {"name": "ReduceLROnPlateau"}},
+    )
+    del stages["evaluate"]["classifier"]
+    text = issues(tmp_path, write_spec(tmp_path, "bad", stages, task="gan"))
+    assert "stages.train.loss.name: unknown gan_loss 'hinj'; did you mean 'hinge'?" in text
+    assert "stages.evaluate.classifier" in text
+    # (the scheduler check runs once the config itself is valid)
+    stages = gan_stages(generator={"scheduler": {"name": "ReduceLROnPlateau"}})
+    text = issues(tmp_path, write_spec(tmp_path, "plateau", stages, task="gan"))
+    assert "stages.train.generator.scheduler.name: ReduceLROnPlateau steps on a validation" in text
