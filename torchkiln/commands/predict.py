@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from torchkiln.commands.exports import export_folder
 from torchkiln.errors import RunError, UsageError
 
 
@@ -61,27 +62,6 @@ def _inputs(args: argparse.Namespace) -> list[str]:
     if not texts:
         raise UsageError("give texts to classify, or --file FILE with one text per line")
     return texts
-
-
-def export_folder(spec: Path, stage: str | None) -> tuple[str, Path]:
-    """The pipeline's name and its export stage's output folder (validates the spec)."""
-    from torchkiln.runner import stage_paths
-    from torchkiln.schemas.spec import load_pipeline
-
-    pipeline = load_pipeline(spec)
-    exports = [n for n, node in pipeline.stages.items() if node.kind.produces == "export"]
-    if stage is not None:
-        if stage not in exports:
-            raise UsageError(
-                f"{spec.as_posix()} has no export stage {stage!r}; export stages: "
-                + (", ".join(exports) or "(none)")
-            )
-        exports = [stage]
-    if not exports:
-        raise UsageError(f"{spec.as_posix()} has no export stage, so nothing to predict with")
-    if len(exports) > 1:
-        raise UsageError(f"{spec.as_posix()} has several export stages; pick one with --stage")
-    return pipeline.name, stage_paths(pipeline.name, exports[0]).out
 
 
 class Classifier:
@@ -168,7 +148,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise UsageError("--top must be at least 1")
     texts = _inputs(args)
-    _, folder = export_folder(Path(args.spec), args.stage)
+    _, folder = export_folder(Path(args.spec), args.stage, "to predict with")
     classifier = open_classifier(folder, args.format)
     probs = classifier.probabilities(texts)
     k = min(args.top, len(classifier.classes))

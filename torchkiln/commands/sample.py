@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from torchkiln.commands.exports import export_folder
 from torchkiln.errors import RunError, UsageError
 
 MAX_SAMPLES = 4096
@@ -44,26 +45,6 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
         help="which exported file runs the generator (auto: ONNX when exported, else TorchScript)",
     )
     p.add_argument("--stage", metavar="STAGE", help="the export stage (default: the only one)")
-
-
-def _export_folder(spec: Path, stage: str | None) -> tuple[str, Path]:
-    from torchkiln.runner import stage_paths
-    from torchkiln.schemas.spec import load_pipeline
-
-    pipeline = load_pipeline(spec)
-    exports = [n for n, node in pipeline.stages.items() if node.kind.produces == "export"]
-    if stage is not None:
-        if stage not in exports:
-            raise UsageError(
-                f"{spec.as_posix()} has no export stage {stage!r}; export stages: "
-                + (", ".join(exports) or "(none)")
-            )
-        exports = [stage]
-    if not exports:
-        raise UsageError(f"{spec.as_posix()} has no export stage, so no generator to sample")
-    if len(exports) > 1:
-        raise UsageError(f"{spec.as_posix()} has several export stages; pick one with --stage")
-    return pipeline.name, stage_paths(pipeline.name, exports[0]).out
 
 
 def _grid(images: Any, columns: int | None, pad: int = 2) -> Any:
@@ -116,7 +97,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise UsageError(f"--seed must be >= 0 (got {args.seed})")
     spec = Path(args.spec)
-    name, folder = _export_folder(spec, args.stage)
+    name, folder = export_folder(spec, args.stage, "to sample from")
     card_path = folder / "model_card.json"
     if not card_path.exists():
         raise RunError(
