@@ -39,7 +39,8 @@ format: setup
 
 benchmarks: setup
 	$(BIN)/python benchmarks/validate_speed.py
-	$(BIN)/python benchmarks/train_overhead.py
+	$(BIN)/python benchmarks/train_overhead.py --threads 1
+	$(BIN)/python benchmarks/pipeline_overhead.py
 
 clean:
 	rm -rf runs .kiln
