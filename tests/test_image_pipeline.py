@@ -194,6 +194,25 @@ def test_model_card_describes_the_files(tiny: Path) -> None:
     assert "# Model card: tiny" in text and "model.onnx" in text
 
 
+def test_outputs_do_not_depend_on_where_things_are_installed(tiny: Path) -> None:
+    """Exports must not embed source paths (TorchScript debug records, ONNX stack traces):
+    a clone in another folder, or another venv, must produce the same bytes."""
+    import torch
+
+    import torchkiln
+
+    places = {
+        str(Path(torchkiln.__file__).resolve().parent.parent).encode(),
+        str(Path(torch.__file__).resolve().parent.parent).encode(),
+        str(tiny.resolve()).encode(),
+    }
+    for path in sorted((tiny / "runs").rglob("*")):
+        if path.is_file():
+            data = path.read_bytes()
+            leaked = [p.decode() for p in places if p in data]
+            assert not leaked, f"{path.relative_to(tiny)} embeds {leaked}"
+
+
 def test_running_again_gives_identical_bytes(tiny: Path, tmp_path: Path) -> None:
     """Same spec, same machine: every file under runs/ is byte-identical on a rerun
     (here in a copy of the folder, so absolute paths cannot leak into outputs either)."""

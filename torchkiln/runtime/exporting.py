@@ -86,7 +86,7 @@ def export_torchscript(cfg: Any, target: ExportTarget, out_dir: Path) -> dict[st
         # Save to memory: a file name would become the archive's inner folder name.
         buffer = io.BytesIO()
         torch.jit.save(compiled, buffer)
-        atomic_write_bytes(path, buffer.getvalue())
+        atomic_write_bytes(path, portable_torchscript(buffer.getvalue()))
         loaded = torch.jit.load(str(path), map_location="cpu")
     diff = 0.0
     with torch.no_grad():
@@ -128,7 +128,9 @@ def export_onnx(cfg: Any, target: ExportTarget, out_dir: Path) -> dict[str, Any]
         except Exception as exc:
             raise RunError(f"ONNX export failed: {type(exc).__name__}: {exc}") from None
     assert program is not None
-    data = program.model_proto.SerializeToString()
+    proto = program.model_proto  # a property: each access converts afresh
+    strip_stack_traces(proto.graph)
+    data = proto.SerializeToString()
     atomic_write_bytes(path, data)
     options = ort.SessionOptions()
     options.log_severity_level = 3
@@ -138,11 +140,49 @@ def export_onnx(cfg: Any, target: ExportTarget, out_dir: Path) -> dict[str, Any]
         feeds = {meta.name: x.numpy() for meta, x in zip(session.get_inputs(), inputs, strict=True)}
         got = torch.from_numpy(session.run(None, feeds)[0])
         diff = max(diff, _check("ONNX", got, target.expected(inputs), cfg.tolerance))
-    return {"file": path.name, "max_abs_diff": diff, "opset": _opset(program)}
+    return {"file": path.name, "max_abs_diff": diff, "opset": _opset(proto)}
 
 
-def _opset(program: Any) -> int:
-    for entry in program.model_proto.opset_import:
+def portable_torchscript(archive: bytes) -> bytes:
+    """The archive without its debug records, which hold the absolute paths of the Python
+    sources that were traced: the same model then has the same bytes wherever the project
+    (and torch) are installed. Loading does not need them; error messages are less detailed.
+    The serialization id, derived from the content, is recomputed from what is kept."""
+    import hashlib
+    import zipfile
+
+    source = zipfile.ZipFile(io.BytesIO(archive))
+    kept = [i for i in source.infolist() if not i.filename.endswith(".debug_pkl")]
+    digest = hashlib.sha256()
+    for info in kept:
+        if not info.filename.endswith(".data/serialization_id"):
+            digest.update(info.filename.encode() + source.read(info.filename))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as target:
+        for info in kept:
+            data = source.read(info.filename)
+            if info.filename.endswith(".data/serialization_id"):
+                data = str(int(digest.hexdigest()[:32], 16)).encode()
+            target.writestr(zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0)), data)
+    return out.getvalue()
+
+
+def strip_stack_traces(graph: Any) -> None:
+    """Drop the exporter's per-node Python stack traces (absolute source paths), in nested
+    graphs too, so the ONNX file does not depend on where the project is installed."""
+    for node in graph.node:
+        kept = [p for p in node.metadata_props if p.key != "pkg.torch.onnx.stack_trace"]
+        del node.metadata_props[:]
+        node.metadata_props.extend(kept)
+        for attribute in node.attribute:
+            if attribute.HasField("g"):
+                strip_stack_traces(attribute.g)
+            for sub in attribute.graphs:
+                strip_stack_traces(sub)
+
+
+def _opset(proto: Any) -> int:
+    for entry in proto.opset_import:
         if entry.domain in ("", "ai.onnx"):
             return int(entry.version)
     return 0
