@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
-from torchkiln.errors import UsageError
+from torchkiln.errors import RunError, UsageError
 
 
 def export_folder(spec: Path, stage: str | None, purpose: str) -> tuple[str, Path]:
@@ -28,3 +29,28 @@ def export_folder(spec: Path, stage: str | None, purpose: str) -> tuple[str, Pat
     if len(exports) > 1:
         raise UsageError(f"{spec.as_posix()} has several export stages; pick one with --stage")
     return pipeline.name, stage_paths(pipeline.name, exports[0]).out
+
+
+def add_export_arguments(parser: argparse.ArgumentParser, runs: str) -> None:
+    """`--format` and `--stage`, shared by the commands that run an exported model."""
+    parser.add_argument(
+        "--format",
+        choices=("auto", "onnx", "torchscript"),
+        default="auto",
+        help=f"which exported file runs the {runs} (auto: ONNX when exported, else TorchScript)",
+    )
+    parser.add_argument("--stage", metavar="STAGE", help="the export stage (default: the only one)")
+
+
+def exported_file(folder: Path, fmt: str) -> tuple[str, Path]:
+    """(format, path) of the exported model to run: ONNX when `auto` finds it, else TorchScript."""
+    onnx, script = folder / "model.onnx", folder / "model.pt"
+    if fmt == "auto":
+        fmt = "onnx" if onnx.exists() else "torchscript"
+    path = onnx if fmt == "onnx" else script
+    if not path.exists():
+        raise RunError(
+            f"{path.as_posix()} does not exist; add {fmt} to the export stage's formats "
+            "(or pick another with --format) and rerun the export"
+        )
+    return fmt, path

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from torchkiln.commands.exports import export_folder
+from torchkiln.commands.exports import add_export_arguments, export_folder, exported_file
 from torchkiln.errors import RunError, UsageError
 
 
@@ -37,13 +37,7 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
         metavar="FILE",
         help="classify every non-blank line of FILE ('-': standard input)",
     )
-    p.add_argument(
-        "--format",
-        choices=("auto", "onnx", "torchscript"),
-        default="auto",
-        help="which exported file runs the model (auto: ONNX when exported, else TorchScript)",
-    )
-    p.add_argument("--stage", metavar="STAGE", help="the export stage (default: the only one)")
+    add_export_arguments(p, "model")
     p.add_argument("--top", type=int, default=1, metavar="K", help="show the K likeliest labels")
     p.add_argument("--json", action="store_true", help="one JSON object per text")
 
@@ -74,14 +68,7 @@ class Classifier:
         card = json.loads((folder / "model_card.json").read_text(encoding="utf-8"))
         self.classes: list[str] = list(card["classes"])
         self.encoder = TextEncoder.from_folder(folder)
-        onnx, script = folder / "model.onnx", folder / "model.pt"
-        if fmt == "auto":
-            fmt = "onnx" if onnx.exists() else "torchscript"
-        path = onnx if fmt == "onnx" else script
-        if not path.exists():
-            raise RunError(
-                f"{path.as_posix()} does not exist: add `{fmt}` to the export stage's formats"
-            )
+        fmt, path = exported_file(folder, fmt)
         self.format = fmt
         self.run = self._onnx(path) if fmt == "onnx" else self._torchscript(path)
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from torchkiln.commands.exports import export_folder
+from torchkiln.commands.exports import add_export_arguments, export_folder, exported_file
 from torchkiln.errors import RunError, UsageError
 
 MAX_SAMPLES = 4096
@@ -38,13 +38,7 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--seed", type=int, default=0, metavar="N", help="noise seed (default 0)")
     p.add_argument("--columns", type=int, metavar="N", help="grid columns (default: square)")
-    p.add_argument(
-        "--format",
-        choices=("auto", "onnx", "torchscript"),
-        default="auto",
-        help="which exported file runs the generator (auto: ONNX when exported, else TorchScript)",
-    )
-    p.add_argument("--stage", metavar="STAGE", help="the export stage (default: the only one)")
+    add_export_arguments(p, "generator")
 
 
 def _grid(images: Any, columns: int | None, pad: int = 2) -> Any:
@@ -111,16 +105,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
             f"pipeline {name!r} exports a {card.get('task', '?')} model, not a generator; "
             "kiln sample needs a GAN pipeline (task: gan)"
         )
-    onnx, script = folder / "model.onnx", folder / "model.pt"
-    chosen = args.format
-    if chosen == "auto":
-        chosen = "onnx" if onnx.exists() else "torchscript"
-    path = onnx if chosen == "onnx" else script
-    if not path.exists():
-        raise RunError(
-            f"{path.as_posix()} does not exist; add {chosen} to the export stage's formats "
-            f"(or pick another with --format) and rerun the export"
-        )
+    chosen, path = exported_file(folder, args.format)
     noise = np.random.default_rng(args.seed).standard_normal(
         (args.count, latent_dim), dtype=np.float32
     )
