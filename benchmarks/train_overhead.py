@@ -61,8 +61,8 @@ def prepare(folder: Path, batch_size: int) -> tuple[object, object]:
     """Run load_data and build_model for real; return the train stage's context and the
     pipeline (so both loops start from the same artifacts)."""
     from torchkiln.runner import SCRATCH, run_stage, stage_paths
+    from torchkiln.runtime.context import StageContext
     from torchkiln.schemas.spec import load_pipeline
-    from torchkiln.stages.base import StageContext
 
     spec = SPEC.format(batch_size=batch_size, lr=LR, weight_decay=WEIGHT_DECAY)
     (folder / "overhead.yaml").write_text(spec)

@@ -161,7 +161,7 @@ def test_resumed_train_gan_reaches_identical_weights(project: Path, tmp_path: Pa
     from torchkiln.gan import train as gan_train
     from torchkiln.gan.stages import TrainGanConfig
     from torchkiln.gan.task import Gan
-    from torchkiln.stages.base import StageContext
+    from torchkiln.runtime.context import StageContext
 
     config = TrainGanConfig.model_validate(
         {"epochs": 4, "batch_size": 16, "n_critic": 2, "ema": {"decay": 0.9}, "samples": 4}
@@ -189,19 +189,19 @@ def test_resumed_train_gan_reaches_identical_weights(project: Path, tmp_path: Pa
 
     gan_train.run_train_gan(context("straight", tmp_path / "scratch-a"))
 
-    original = gan_train.GanFit.train_epoch
+    original = gan_train.GanSteps.start_epoch
 
-    def crash_at_third_epoch(self: Any, epoch: int, progress: Any = None) -> Any:
+    def crash_at_third_epoch(self: Any, epoch: int) -> Any:
         if epoch == 2:
             raise KeyboardInterrupt
-        return original(self, epoch, progress)
+        return original(self, epoch)
 
-    gan_train.GanFit.train_epoch = crash_at_third_epoch  # type: ignore[method-assign]
+    gan_train.GanSteps.start_epoch = crash_at_third_epoch  # type: ignore[method-assign]
     try:
         with pytest.raises(KeyboardInterrupt):
             gan_train.run_train_gan(context("killed", tmp_path / "scratch-b"))
     finally:
-        gan_train.GanFit.train_epoch = original  # type: ignore[method-assign]
+        gan_train.GanSteps.start_epoch = original  # type: ignore[method-assign]
     assert list((tmp_path / "scratch-b").glob("*.pt"))  # the checkpoint after epoch 2
     gan_train.run_train_gan(context("resumed", tmp_path / "scratch-b"))
 

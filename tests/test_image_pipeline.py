@@ -231,7 +231,7 @@ def eager_logits(folder: Path, count: int | None = None) -> tuple[np.ndarray, np
     computed the way evaluate computes them (not through the export code)."""
     import torch
 
-    from torchkiln.registry.plugins import load_builtins
+    from torchkiln.packs import load_builtins
     from torchkiln.runtime.datasets import open_dataset
     from torchkiln.runtime.model_artifact import open_model
     from torchkiln.runtime.preprocess import preprocessor_for

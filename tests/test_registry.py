@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 from pydantic import ValidationError
 
 from torchkiln.catalog import CATALOG_FILE, SECTIONS, catalog
+from torchkiln.packs import load_builtins
 from torchkiln.registry import (
     ALL_REGISTRIES,
     DuplicateNameError,
@@ -23,7 +24,6 @@ from torchkiln.registry import (
     schedulers,
     transforms,
 )
-from torchkiln.registry.plugins import load_builtins
 from torchkiln.registry.registry import did_you_mean, suggest
 
 _counter = itertools.count()
@@ -242,7 +242,7 @@ def test_validation_of_generic_components_imports_no_torch() -> None:
 
     code = (
         "import sys\n"
-        "from torchkiln.registry.plugins import load_builtins\n"
+        "from torchkiln.packs import load_builtins\n"
         "from torchkiln.registry import optimizers, schedulers, losses, transforms\n"
         "load_builtins()\n"
         "optimizers.get('NAdam').model_validate({'name': 'NAdam', 'lr': 0.1})\n"
@@ -268,7 +268,10 @@ def test_a_plugin_component_validates_like_a_built_in(tmp_path, monkeypatch) -> 
         "@models.register\n"
         "class Net(ModelConfig):\n"
         f"    name: Literal[{name!r}] = {name!r}\n"
-        "    width: int = 8\n"
+        "    width: int = 8\n\n"
+        "    def build(self, info):\n"
+        "        import torch.nn as nn\n\n"
+        "        return nn.Linear(self.width, len(info.classes))\n"
     )
     monkeypatch.chdir(tmp_path)
     plugin = load_plugin("net.py", tmp_path)
@@ -290,6 +293,16 @@ def test_model_config_example_from_the_docs() -> None:
 
         name: Literal[tag] = tag  # type: ignore[valid-type]
         hidden: int = 32
+
+        def build(self, info: Any) -> Any:
+            import torch.nn as nn  # import torch inside build: validation stays torch-free
+
+            return nn.Sequential(
+                nn.Flatten(),
+                nn.LazyLinear(self.hidden),
+                nn.ReLU(),
+                nn.LazyLinear(len(info.classes)),
+            )
 
     assert models.get(tag) is TinyNet
     assert TinyNet.summary() == "Two linear layers."
@@ -337,3 +350,19 @@ def test_catalog_matches_the_installed_torch() -> None:
         "run `python -m torchkiln.catalog` and review the diff. Changes:\n  "
         + "\n  ".join(changes[:40] or ["(formatting only)"])
     )
+
+
+def test_a_component_without_its_kinds_methods_is_refused_when_it_registers() -> None:
+    from torchkiln.registry.registry import IncompleteEntryError
+
+    tag = f"no_build_{next(_counter)}"
+    with pytest.raises(IncompleteEntryError) as caught:
+
+        @models.register
+        class NoBuild(ModelConfig):
+            name: Literal[tag] = tag  # type: ignore[valid-type]
+
+    assert f"model {tag!r}" in str(caught.value) and "does not implement build()" in str(
+        caught.value
+    )
+    assert tag not in models

@@ -15,9 +15,11 @@ from torch import nn
 
 from torchkiln.data.info import DatasetInfo
 from torchkiln.errors import RunError
-from torchkiln.io import atomic_path, atomic_write_text, staged_dir, write_json
+from torchkiln.io import atomic_path, atomic_write_text, write_json
+from torchkiln.runtime.checkpoints import Checkpointer, run_key
 from torchkiln.runtime.datasets import make_splits, split_indices
-from torchkiln.runtime.loop import Checkpointer, NonFiniteGuard, epoch_order, run_key
+from torchkiln.runtime.engine import NonFiniteGuard
+from torchkiln.runtime.loop import epoch_order
 from torchkiln.runtime.model_artifact import freeze, load_weights, read_state_dict
 from torchkiln.schemas.spec import Pipeline
 
@@ -270,19 +272,6 @@ def test_atomic_write_output_is_byte_stable(tmp_path: Path) -> None:
     assert (tmp_path / "c.txt").stat().st_mode & 0o777 == 0o644
 
 
-def test_staged_dir_appears_only_when_complete(tmp_path: Path) -> None:
-    final = tmp_path / "out"
-    final.mkdir()
-    (final / "old.txt").write_text("old")
-    with pytest.raises(RuntimeError), staged_dir(final) as staging:
-        (staging / "new.txt").write_text("new")
-        raise RuntimeError
-    assert list(tmp_path.iterdir()) == []  # the old folder is gone, no half-new one
-    with staged_dir(final) as staging:
-        (staging / "new.txt").write_text("new")
-    assert [p.name for p in final.iterdir()] == ["new.txt"]
-
-
 # -- epoch checkpoints ----------------------------------------------------------------
 
 
@@ -296,11 +285,25 @@ def test_checkpointer_round_trip_and_stale_files(tmp_path: Path) -> None:
     assert [p.name for p in folder.iterdir()] == ["ffffffffffffffff.pt"]  # stale one removed
     state = checkpoints.load()
     assert state is not None and state["epoch"] == 2 and state["model"]["w"].equal(torch.ones(2))
-    checkpoints.path.write_bytes(b"torn")
-    assert checkpoints.load() is None  # a torn file restarts the run instead of failing
     checkpoints.clear()
     assert not checkpoints.path.exists()
     assert Checkpointer(folder, "f" * 64, enabled=False).load() is None
+
+
+def test_an_unreadable_checkpoint_stops_the_stage_naming_the_file(tmp_path: Path) -> None:
+    """Checkpoints are written atomically, so a damaged one was damaged by something else:
+    the stage stops with the file and the fix, instead of silently training from scratch."""
+    checkpoints = Checkpointer(tmp_path, "f" * 64, stage="fit")
+    checkpoints.save({"epoch": 1})
+    checkpoints.path.write_bytes(b"torn")
+    with pytest.raises(RunError) as caught:
+        checkpoints.load()
+    message = str(caught.value)
+    assert "cannot resume stage 'fit'" in message
+    assert checkpoints.path.as_posix() in message and "Delete that file" in message
+    torch.save({"epoch": 1, "format": 1}, checkpoints.path)  # an older layout
+    with pytest.raises(RunError, match="not a torchkiln checkpoint of this version"):
+        checkpoints.load()
 
 
 def test_run_key_changes_with_whatever_the_result_depends_on(tmp_path: Path) -> None:

@@ -79,6 +79,9 @@ PRUNE_PLUGIN = spec('''
         config = PruneConfig
         consumes = {"model": Slot("trained_model")}
         produces = "model"
+
+        def run(self, ctx):
+            raise NotImplementedError("validation never runs a stage")
 ''')
 
 DUPLICATE_MLP_PLUGIN = spec("""
@@ -101,6 +104,9 @@ TINY_PLUGIN = spec("""
     @models.register
     class Tiny(ModelConfig):
         name: Literal["tiny"] = "tiny"
+
+        def build(self, info):
+            raise NotImplementedError("validation never builds")
 """)
 
 
@@ -322,7 +328,7 @@ CASES = [
             dataset: mnist_sample
         """,
         "spec.yaml:1:1: sead: unknown key 'sead'; did you mean 'seed'? "
-        "valid keys: device, name, plugins, seed, stages, task",
+        "valid keys: deterministic, device, name, plugins, seed, stages, task",
     ),
     bad(
         "unknown_stage_key",

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from torchkiln.stages.base import ArtifactRef, LocalPathMarker
+from torchkiln.schemas.fields import ArtifactRef, LocalPathMarker
 
 Loc = tuple[str | int, ...]
 

@@ -2,7 +2,7 @@
 
 One DVC stage per pipeline stage, named `<pipeline>-<stage>`:
 
-- `cmd`: `kiln run <spec> --stage <stage>`
+- `cmd`: `kiln run <spec> --stage <stage>` (the spec path quoted for the shell)
 - `deps`: upstream `out/` folders, local files the config names (`LocalPath` fields),
   other pipelines' outputs (`ArtifactRef`s), and plugin source files
 - `params`: only the spec keys the stage reads (`seed`, `task`, `device` when present in the
@@ -17,14 +17,16 @@ GTO and `dvc artifacts get` can version it. Stages kiln did not generate are kep
 from __future__ import annotations
 
 import difflib
+import os
+import shlex
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from torchkiln.deps import artifact_refs, local_paths, walk_values
-from torchkiln.errors import UsageError
-from torchkiln.runner import stage_paths
+from torchkiln.errors import RunError, UsageError
+from torchkiln.layout import dvc_stage_name, stage_paths
 from torchkiln.schemas.spec import Pipeline, StageNode
 
 DVC_FILE = Path("dvc.yaml")
@@ -36,8 +38,10 @@ HEADER = (
 KILN_CMD = "kiln run "
 
 
-def stage_name(pipeline: str, stage: str) -> str:
-    return f"{pipeline}-{stage}"
+def stage_command(spec: str, stage: str) -> str:
+    """The shell command DVC runs for a stage; a spec path with spaces or shell
+    metacharacters stays one argument and runs nothing else."""
+    return f"{KILN_CMD}{shlex.quote(spec)} --stage {shlex.quote(stage)}"
 
 
 def _posix(path: str) -> str:
@@ -88,7 +92,7 @@ def compile_stage(pipeline: Pipeline, node: StageNode) -> dict[str, Any]:
         keys = [k for k in node.kind.reads if k in present] + [f"stages.{node.name}"]
         params = [{spec: keys}]
     paths = stage_paths(pipeline.name, node.name)
-    entry: dict[str, Any] = {"cmd": f"{KILN_CMD}{spec} --stage {node.name}"}
+    entry: dict[str, Any] = {"cmd": stage_command(spec, node.name)}
     if deps:
         entry["deps"] = sorted(deps)
     entry["params"] = params
@@ -109,7 +113,7 @@ def _plot_definitions(pipeline: Pipeline, node: StageNode) -> list[dict[str, Any
         if plot.x is None:  # an image: DVC shows it as it is
             out.append(path)
             continue
-        title = f"{stage_name(pipeline.name, node.name)}: {plot.title or plot.file}"
+        title = f"{dvc_stage_name(pipeline.name, node.name)}: {plot.title or plot.file}"
         definition: dict[str, Any] = {}
         if plot.template:
             definition["template"] = plot.template
@@ -129,7 +133,7 @@ def compile_pipelines(pipelines: dict[str, Pipeline]) -> dict[str, Any]:
         pipeline = pipelines[name]
         for stage in pipeline.order:
             node = pipeline.stages[stage]
-            stages[stage_name(name, stage)] = compile_stage(pipeline, node)
+            stages[dvc_stage_name(name, stage)] = compile_stage(pipeline, node)
             plots.extend(_plot_definitions(pipeline, node))
             if node.kind.produces == "export":
                 key = name if stage == "export" else f"{name}-{stage}"
@@ -145,8 +149,13 @@ def compile_pipelines(pipelines: dict[str, Pipeline]) -> dict[str, Any]:
 def _kiln_spec(entry: Any) -> str | None:
     """The spec file of a kiln-generated stage entry (`kiln run <spec> --stage s`), else None."""
     cmd = str(entry.get("cmd", "")) if isinstance(entry, dict) else ""
-    parts = cmd.split()
-    return parts[2] if cmd.startswith(KILN_CMD) and len(parts) > 2 else None
+    if not cmd.startswith(KILN_CMD):
+        return None
+    try:
+        parts = shlex.split(cmd)
+    except ValueError:  # unbalanced quotes: not a command kiln wrote
+        return None
+    return parts[2] if len(parts) > 2 else None
 
 
 def _plot_id(item: Any) -> str:
@@ -215,7 +224,7 @@ def read_existing(path: Path = DVC_FILE) -> tuple[str, dict[str, Any] | None]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise UsageError(f"{path} is not valid YAML ({exc}); fix or delete it") from None
+        raise UsageError(f"{path} is not valid YAML ({exc}); fix or delete it") from exc
     if data is not None and not isinstance(data, dict):
         raise UsageError(f"{path} does not hold a mapping; fix or delete it")
     return text, data
@@ -240,7 +249,7 @@ def unified_diff(old: str, new: str, name: str = "dvc.yaml") -> str:
 def stale_entry_problem(pipeline: Pipeline, stage: str, root: Path) -> str | None:
     """Why dvc.yaml's entry for this stage no longer matches the spec, or None if it does."""
     _, existing = read_existing(root / DVC_FILE)
-    name = stage_name(pipeline.name, stage)
+    name = dvc_stage_name(pipeline.name, stage)
     entry = ((existing or {}).get("stages") or {}).get(name)
     expected = compile_stage(pipeline, pipeline.stages[stage])
     if entry is None:
@@ -249,3 +258,24 @@ def stale_entry_problem(pipeline: Pipeline, stage: str, root: Path) -> str | Non
         return None
     changed = sorted(k for k in set(entry) | set(expected) if entry.get(k) != expected.get(k))
     return f"stage {name!r} differs in {', '.join(changed)}"
+
+
+def check_not_stale(pipeline: Pipeline, stages: list[str], root: Path | None = None) -> None:
+    """Under `dvc repro`, refuse to run a stage from a dvc.yaml entry the spec no longer
+    matches. Parameter edits are DVC's business; a structural edit (a new input, a new
+    plugin, a changed data path) changes the entry, and running the old one would cache a
+    lie. Outside DVC (no `DVC_STAGE` in the environment) there is nothing to check."""
+    running = os.environ.get("DVC_STAGE")
+    if running is None:
+        return
+    root = root if root is not None else Path(os.environ.get("DVC_ROOT", "."))
+    for name in stages:
+        if running.rsplit(":", 1)[-1] != dvc_stage_name(pipeline.name, name):
+            continue
+        if name not in pipeline.stages:
+            raise RunError(
+                f"dvc.yaml is stale: run kiln dvc ({pipeline.file} has no stage {name!r})"
+            )
+        problem = stale_entry_problem(pipeline, name, root)
+        if problem:
+            raise RunError(f"dvc.yaml is stale: run kiln dvc ({problem}; or use `kiln repro`)")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from torchkiln.deps import artifact_refs
 from torchkiln.errors import Issue, KilnError, SpecError
-from torchkiln.registry.plugins import PluginError, load_builtins, load_plugin
+from torchkiln.packs import load_builtins
+from torchkiln.registry.plugins import PluginError, load_plugin
 from torchkiln.registry.registry import did_you_mean
 from torchkiln.schemas.spec import Pipeline, load_pipeline
 from torchkiln.schemas.yaml_source import load_yaml

@@ -1,9 +1,10 @@
 """Plan, then execute, the stages of a pipeline (what `kiln run` and every DVC stage do).
 
-Each stage writes under `runs/<pipeline>/<stage>/`: `out/` (its artifact, a DVC out),
-`metrics.json` and `plots/` (DVC metrics and plots). Old outputs are removed first, as
-DVC does, and new ones are built in a staging folder and moved into place only when the
-stage succeeds, so a failed or killed stage never leaves output that looks complete.
+Each stage writes under `runs/<pipeline>/<stage>/` (`torchkiln.layout`): `out/` (its
+artifact, a DVC out), `metrics.json` and `plots/` (DVC metrics and plots). Old outputs are
+removed first, as DVC does, and new ones are built in a staging folder and moved into
+place only when the stage succeeds, so a failed or killed stage never leaves output that
+looks complete.
 """
 
 from __future__ import annotations
@@ -12,37 +13,13 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from torchkiln.errors import RunError, UsageError
+from torchkiln.layout import scratch_dir, stage_paths
 from torchkiln.registry.registry import did_you_mean
+from torchkiln.runtime.context import StageContext
 from torchkiln.schemas.spec import Pipeline
-from torchkiln.stages.base import StageContext
-
-RUNS = Path("runs")
-SCRATCH = Path(".kiln") / "scratch"
-
-
-@dataclass(frozen=True)
-class StagePaths:
-    root: Path
-
-    @property
-    def out(self) -> Path:
-        return self.root / "out"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.json"
-
-    @property
-    def plots(self) -> Path:
-        return self.root / "plots"
-
-
-def stage_paths(pipeline: str, stage: str) -> StagePaths:
-    return StagePaths(RUNS / pipeline / stage)
 
 
 def plan(pipeline: Pipeline, only: list[str] | None = None) -> list[str]:
@@ -66,58 +43,9 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def resolve_device(requested: str) -> str:
-    import torch
-
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise RunError(f"device {requested!r} was requested but CUDA is not available here")
-        # Deterministic kernels on the GPU (same inputs, same bytes). Not called on the CPU,
-        # where kernels are deterministic already and the call costs a second of imports.
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-    return requested
-
-
-def seed_everything(seed: int) -> None:
-    """Seed every generator and prefer deterministic kernels (same inputs, same bytes)."""
-    import random
-
-    import numpy as np
-    import torch
-
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def check_not_stale(pipeline: Pipeline, name: str) -> None:
-    """Under `dvc repro`, refuse to run from a dvc.yaml entry the spec no longer matches.
-
-    Parameter edits are DVC's business; a structural edit (a new input, a new plugin, a
-    changed data path) changes the entry, and running the old one would cache a lie.
-    """
-    from torchkiln.dvc import stage_name, stale_entry_problem
-
-    running = os.environ.get("DVC_STAGE")
-    if running is None or running.rsplit(":", 1)[-1] != stage_name(pipeline.name, name):
-        return
-    if name not in pipeline.stages:
-        raise RunError(f"dvc.yaml is stale: run kiln dvc ({pipeline.file} has no stage {name!r})")
-    problem = stale_entry_problem(pipeline, name, Path(os.environ.get("DVC_ROOT", ".")))
-    if problem:
-        raise RunError(f"dvc.yaml is stale: run kiln dvc ({problem}; or use `kiln repro`)")
-
-
-def run_stage(pipeline: Pipeline, name: str, *, log: bool = True) -> float:
-    """Run one stage; returns its wall time in seconds."""
-    node = pipeline.stages[name]
-    paths = stage_paths(pipeline.name, name)
+def _inputs(pipeline: Pipeline, name: str) -> dict[str, Path]:
     inputs: dict[str, Path] = {}
-    for slot, source in node.inputs.items():
+    for slot, source in pipeline.stages[name].inputs.items():
         folder = stage_paths(pipeline.name, source).out
         if not folder.is_dir():
             raise RunError(
@@ -126,6 +54,17 @@ def run_stage(pipeline: Pipeline, name: str, *, log: bool = True) -> float:
                 f"(or the whole pipeline)"
             )
         inputs[slot] = folder
+    return inputs
+
+
+def run_stage(pipeline: Pipeline, name: str, *, log: bool = True) -> float:
+    """Run one stage; returns its wall time in seconds."""
+    from torchkiln.runtime.device import seed_everything
+    from torchkiln.runtime.progress import log as say
+
+    node = pipeline.stages[name]
+    paths = stage_paths(pipeline.name, name)
+    inputs = _inputs(pipeline, name)
     for leftover in paths.root.glob(".staging-*") if paths.root.exists() else []:
         shutil.rmtree(leftover, ignore_errors=True)
     for old in (paths.out, paths.metrics, paths.plots):
@@ -139,17 +78,16 @@ def run_stage(pipeline: Pipeline, name: str, *, log: bool = True) -> float:
         seed=pipeline.seed,
         task=pipeline.task,
         device=pipeline.device,
+        deterministic=pipeline.deterministic,
         inputs=inputs,
         out_dir=staging / "out",
         metrics_path=staging / "metrics.json",
         plots_dir=staging / "plots",
-        scratch_dir=SCRATCH / pipeline.name / name,
+        scratch_dir=scratch_dir(pipeline.name, name),
         spec_digest=pipeline.digest() if "*" in node.kind.reads else "",
     )
     ctx.out_dir.mkdir()
     if log:
-        from torchkiln.runtime.progress import log as say
-
         say(f"== {pipeline.name}: {name} ({node.kind.name}) ==")
     start = time.perf_counter()
     try:
@@ -172,8 +110,6 @@ def run_stage(pipeline: Pipeline, name: str, *, log: bool = True) -> float:
 def run_pipeline(pipeline: Pipeline, only: list[str] | None = None) -> None:
     from torchkiln.runtime.progress import log
 
-    for name in only or []:
-        check_not_stale(pipeline, name)
     stages = plan(pipeline, only)
     total = 0.0
     for name in stages:

@@ -1,9 +1,27 @@
-"""Extra `kiln` subcommands, one module each.
+"""The `kiln` subcommands, one module each.
 
 Each module named in `MODULES` defines `register(add)`, where
-`add(name, func, help) -> argparse.ArgumentParser` creates the subcommand; `func(args)`
-returns the exit code. Modules must stay light at import (no torch): `kiln --help` loads
-them all.
+`add(name, func, help) -> argparse.ArgumentParser` creates a subcommand; `func(args)`
+returns the exit code. Modules stay light at import (no torch): `kiln --help` loads them
+all, so each command imports what it needs when it runs.
 """
 
-MODULES: list[str] = ["torchkiln.commands.predict", "torchkiln.commands.sample"]
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+#: `add(name, func, help)` -> the new subcommand's parser
+AddCommand = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+
+#: In the order `kiln --help` lists them.
+MODULES: list[str] = [
+    "torchkiln.commands.validate",
+    "torchkiln.commands.listing",
+    "torchkiln.commands.run",
+    "torchkiln.commands.dvc_yaml",
+    "torchkiln.commands.init",
+    "torchkiln.commands.schema",
+    "torchkiln.commands.predict",
+    "torchkiln.commands.sample",
+]

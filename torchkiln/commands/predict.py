@@ -15,11 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from torchkiln.commands import AddCommand
 from torchkiln.commands.exports import add_export_arguments, export_folder, exported_file
 from torchkiln.errors import RunError, UsageError
 
 
-def register(add: Callable[..., argparse.ArgumentParser]) -> None:
+def register(add: AddCommand) -> None:
     p = add(
         "predict",
         cmd_predict,

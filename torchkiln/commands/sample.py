@@ -13,17 +13,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from torchkiln.commands import AddCommand
 from torchkiln.commands.exports import add_export_arguments, export_folder, exported_file
 from torchkiln.errors import RunError, UsageError
 
 MAX_SAMPLES = 4096
 
 
-def register(add: Callable[..., argparse.ArgumentParser]) -> None:
+def register(add: AddCommand) -> None:
     p = add(
         "sample",
         cmd_sample,

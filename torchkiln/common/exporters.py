@@ -9,18 +9,8 @@ from pydantic import Field, PositiveFloat
 from torchkiln.registry import ExporterConfig, exporters
 
 
-class _Exporter(ExporterConfig):
-    tolerance: PositiveFloat = 1e-4
-    """Largest allowed absolute difference from the eager model's outputs."""
-
-    def export(self, target: Any, out_dir: Any) -> dict[str, Any]:
-        """Write the file, load it back, compare it with the eager model; returns what the
-        model card records (file name, largest difference, ...)."""
-        raise NotImplementedError
-
-
 @exporters.register
-class TorchScript(_Exporter):
+class TorchScript(ExporterConfig):
     """TorchScript (`torch.jit`), loadable with `torch.jit.load` and no torchkiln installed."""
 
     name: Literal["torchscript"] = "torchscript"
@@ -34,7 +24,7 @@ class TorchScript(_Exporter):
 
 
 @exporters.register
-class Onnx(_Exporter):
+class Onnx(ExporterConfig):
     """ONNX with dynamic batch (and sequence) axes, checked with onnxruntime."""
 
     name: Literal["onnx"] = "onnx"
@@ -48,7 +38,7 @@ class Onnx(_Exporter):
 
 
 @exporters.register
-class Safetensors(_Exporter):
+class Safetensors(ExporterConfig):
     """The weights as safetensors, plus the architecture config to rebuild the model."""
 
     name: Literal["safetensors"] = "safetensors"

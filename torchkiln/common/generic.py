@@ -23,7 +23,7 @@ from torchkiln.registry.kinds import (
     SchedulerConfig,
     TransformConfig,
 )
-from torchkiln.registry.registry import did_you_mean
+from torchkiln.registry.registry import Registry, did_you_mean
 
 
 def _non_finite(value: Any) -> bool:
@@ -100,10 +100,8 @@ class GenericScheduler(_Generic, SchedulerConfig):
     model_config = _ALLOW
     catalog_kind: ClassVar[str] = "scheduler"
     own_keys: ClassVar[frozenset[str]] = frozenset({"name", "interval"})
-    interval: Literal["epoch", "step"] = "epoch"
-    """Step the scheduler after every epoch or after every optimizer step."""
 
-    def build(self, optimizer: Any, steps_per_epoch: int, epochs: int) -> Any:
+    def build(self, optimizer: Any, steps_per_epoch: int, epochs: int, mode: str = "min") -> Any:
         return self.torch_class()(optimizer, **self.kwargs())
 
 
@@ -147,3 +145,8 @@ def generic_component(kind: str, name: str) -> type | None:
         __module__=__name__,
         name=(Literal[name], name),
     )
+
+
+def install_generic(registry: Registry[Any], kind: str) -> None:
+    """Let `registry` answer every catalog class of `kind` that nobody registered."""
+    registry.set_generic(lambda name: generic_component(kind, name), lambda: list(section(kind)))

@@ -1,4 +1,6 @@
-"""Learning-rate schedulers. Each says whether it steps per epoch or per optimizer step."""
+"""Learning-rate schedulers. Each says whether it steps per epoch or per optimizer step
+(`interval`); the ones whose schedule is counted in optimizer steps allow only "step".
+Parameters keep torch's spelling (`T_max`), as the generic adapter's do."""
 
 from __future__ import annotations
 
@@ -12,15 +14,8 @@ from torchkiln.registry import SchedulerConfig, schedulers
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 
 
-class _Scheduler(SchedulerConfig):
-    #: "epoch": stepped after each epoch; "step": after each optimizer step.
-    interval: ClassVar[str] = "epoch"
-    #: Whether `step()` takes the monitored validation value.
-    needs_metric: ClassVar[bool] = False
-
-
 @schedulers.register
-class StepLR(_Scheduler):
+class StepLR(SchedulerConfig):
     """Multiply the learning rate by `gamma` every `step_size` epochs."""
 
     name: Literal["StepLR"] = "StepLR"
@@ -29,35 +24,39 @@ class StepLR(_Scheduler):
     gamma: PositiveFloat = 0.1
     """Decay factor."""
 
-    def build(self, optimizer: Any, steps_per_epoch: int, epochs: int) -> Any:
+    def build(self, optimizer: Any, steps_per_epoch: int, epochs: int, mode: str = "min") -> Any:
         import torch
 
         return torch.optim.lr_scheduler.StepLR(optimizer, self.step_size, self.gamma)
 
 
 @schedulers.register
-class CosineAnnealingLR(_Scheduler):
-    """Cosine decay from the optimizer's learning rate to `eta_min` over `t_max` epochs."""
+class CosineAnnealingLR(SchedulerConfig):
+    """Cosine decay from the optimizer's learning rate to `eta_min` over `T_max` epochs."""
 
     name: Literal["CosineAnnealingLR"] = "CosineAnnealingLR"
-    t_max: PositiveInt | None = None
-    """Epochs of one half cosine period (default: the number of training epochs)."""
+    T_max: PositiveInt | None = None
+    """Epochs (or optimizer steps, with `interval: step`) of one half cosine period
+    (default: the whole training run)."""
     eta_min: NonNegativeFloat = 0.0
     """Final learning rate."""
 
-    def build(self, optimizer: Any, steps_per_epoch: int, epochs: int) -> Any:
+    def build(self, optimizer: Any, steps_per_epoch: int, epochs: int, mode: str = "min") -> Any:
         import torch
 
-        t_max = self.t_max or epochs
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, t_max, self.eta_min)
+        whole_run = epochs if self.interval == "epoch" else epochs * steps_per_epoch
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, self.T_max or whole_run, self.eta_min
+        )
 
 
 @schedulers.register
-class OneCycleLR(_Scheduler):
+class OneCycleLR(SchedulerConfig):
     """The 1cycle policy: warm up to `max_lr`, then anneal far below it; steps every batch."""
 
-    interval: ClassVar[str] = "step"
     name: Literal["OneCycleLR"] = "OneCycleLR"
+    interval: Literal["step"] = "step"
+    """Stepped after every optimizer step (its schedule is counted in steps)."""
     max_lr: PositiveFloat | None = None
     """Peak learning rate (default: the optimizer's lr)."""
     pct_start: Fraction = 0.3
@@ -69,7 +68,7 @@ class OneCycleLR(_Scheduler):
     final_div_factor: PositiveFloat = 1e4
     """Final lr = initial lr / final_div_factor."""
 
-    def build(self, optimizer: Any, steps_per_epoch: int, epochs: int) -> Any:
+    def build(self, optimizer: Any, steps_per_epoch: int, epochs: int, mode: str = "min") -> Any:
         import torch
 
         max_lr = self.max_lr or optimizer.param_groups[0]["lr"]
@@ -86,11 +85,13 @@ class OneCycleLR(_Scheduler):
 
 
 @schedulers.register
-class ReduceLROnPlateau(_Scheduler):
+class ReduceLROnPlateau(SchedulerConfig):
     """Cut the learning rate when the monitored validation value stops improving."""
 
     needs_metric: ClassVar[bool] = True
     name: Literal["ReduceLROnPlateau"] = "ReduceLROnPlateau"
+    interval: Literal["epoch"] = "epoch"
+    """Stepped after every epoch, with the monitored validation value."""
     factor: Fraction = 0.1
     """Multiply the learning rate by this on a plateau."""
     patience: Annotated[int, Field(ge=0)] = 5
@@ -114,11 +115,12 @@ class ReduceLROnPlateau(_Scheduler):
 
 
 @schedulers.register
-class LinearWarmup(_Scheduler):
+class LinearWarmup(SchedulerConfig):
     """Linear warmup over `warmup_steps`, then constant, linear or cosine decay to the end."""
 
-    interval: ClassVar[str] = "step"
     name: Literal["linear_warmup"] = "linear_warmup"
+    interval: Literal["step"] = "step"
+    """Stepped after every optimizer step (its schedule is counted in steps)."""
     warmup_steps: Annotated[int, Field(ge=0)] = 100
     """Optimizer steps of linear warmup from `start_factor` x lr to lr."""
     start_factor: Annotated[float, Field(gt=0, le=1)] = 0.01
@@ -137,7 +139,7 @@ class LinearWarmup(_Scheduler):
         shape = 1 - progress if self.decay == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
         return self.final_factor + (1 - self.final_factor) * shape
 
-    def build(self, optimizer: Any, steps_per_epoch: int, epochs: int) -> Any:
+    def build(self, optimizer: Any, steps_per_epoch: int, epochs: int, mode: str = "min") -> Any:
         import torch
 
         total = steps_per_epoch * epochs

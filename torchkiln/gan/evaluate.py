@@ -27,14 +27,14 @@ from torchkiln.gan.metrics import (
     mode_collapse,
 )
 from torchkiln.io import read_json, write_json
-from torchkiln.runner import resolve_device
+from torchkiln.runtime.context import StageContext
 from torchkiln.runtime.datasets import open_dataset
+from torchkiln.runtime.device import resolve_device
 from torchkiln.runtime.images import save_grid, to_uint8
 from torchkiln.runtime.loop import chunks, iterate_batches, materialized
 from torchkiln.runtime.model_artifact import open_model
 from torchkiln.runtime.preprocess import preprocessor_for
 from torchkiln.runtime.progress import log
-from torchkiln.stages.base import StageContext
 
 SETS = ("generated", "real", "noise")
 
@@ -116,7 +116,7 @@ def _history_warnings(model_dir: Path, meta: dict[str, Any], checks: Any) -> lis
 
 def run_evaluate_gan(ctx: StageContext) -> None:
     cfg = ctx.config
-    device = torch.device(resolve_device(ctx.device))
+    device = resolve_device(ctx.device, deterministic=ctx.deterministic)
     data = open_dataset(ctx.input("dataset"))
     info = data.info
     if data.count(cfg.split) < 2:

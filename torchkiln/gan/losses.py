@@ -15,6 +15,7 @@ Configs are light; the torch code lives in gan/objectives.py.
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, NonNegativeFloat
@@ -32,8 +33,10 @@ class GanLossConfig(Component):
     #: Whether the discriminator step needs gradients with respect to its inputs.
     needs_input_grad: ClassVar[bool] = False
 
+    @abstractmethod
     def build(self) -> Any:
-        raise NotImplementedError
+        """The objective (see gan/objectives.py): discriminator_loss, generator_loss, score,
+        penalty."""
 
     def d_loss_minimum(self) -> float:
         """The smallest discriminator loss this objective can reach (a perfect D); the

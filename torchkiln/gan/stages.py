@@ -6,7 +6,8 @@ so a spec needs no `uses:`.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, PositiveFloat
 
@@ -23,17 +24,19 @@ from torchkiln.registry import (
 )
 from torchkiln.registry.component import Config
 from torchkiln.registry.registry import UnknownNameError
+from torchkiln.schemas.fields import ArtifactRef
 from torchkiln.stages.base import (
-    ArtifactRef,
+    NO_FACTS,
+    Facts,
     GraphFacts,
+    ModelStageKind,
     PlotSpec,
-    Slot,
+    Problems,
     StageConfig,
-    StageContext,
-    StageKind,
 )
 
-Problems = list[tuple[tuple[str | int, ...], str]]
+if TYPE_CHECKING:  # pragma: no cover
+    from torchkiln.runtime.context import StageContext
 
 
 def _dcgan_adam() -> Adam:
@@ -88,10 +91,10 @@ class TrainGanConfig(StageConfig):
     """Resume an interrupted run from its last epoch checkpoint."""
 
 
-def gan_model_problems(kind: str, inputs: dict[str, dict[str, Any]]) -> Problems:
+def gan_model_problems(kind: str, inputs: Mapping[str, Facts]) -> Problems:
     """A GAN kind must consume a GAN model: one whose config serves the `gan` task."""
-    name = inputs.get("model", {}).get("model")
-    if not isinstance(name, str):
+    name = inputs.get("model", NO_FACTS).model
+    if name is None:
         return []  # nothing known at validation time (e.g. a plugin's producer)
     try:
         cls = models.get(name)
@@ -110,18 +113,13 @@ def gan_model_problems(kind: str, inputs: dict[str, dict[str, Any]]) -> Problems
 
 
 @stages.register
-class TrainGan(StageKind):
+class TrainGan(ModelStageKind):
     """Train a GAN: alternating D and G steps; losses, D(x), D(G(z)), grad norms, sample grids."""
 
     name = "train_gan"
     config = TrainGanConfig
-    consumes = {
-        "dataset": Slot("dataset"),
-        "model": Slot("model"),
-        "transforms": Slot("transforms", optional=True),
-    }
+    model_artifact = "model"
     produces = "trained_model"
-    reads = ("seed", "task", "device")
     writes_metrics = True
     tasks = frozenset({"gan"})
     plots = (
@@ -141,11 +139,12 @@ class TrainGan(StageKind):
     )
 
     @classmethod
-    def check(cls, config: Any, inputs: dict[str, dict[str, Any]], facts: GraphFacts) -> Problems:
+    def check(cls, config: Any, inputs: Mapping[str, Facts], facts: GraphFacts) -> Problems:
         problems = gan_model_problems(cls.name, inputs)
-        for net in ("generator", "discriminator"):
-            scheduler = getattr(config, net).scheduler
-            if scheduler is not None and getattr(scheduler, "needs_metric", False):
+        networks = {"generator": config.generator, "discriminator": config.discriminator}
+        for net, settings in networks.items():
+            scheduler = settings.scheduler
+            if scheduler is not None and scheduler.needs_metric:
                 problems.append(
                     (
                         (net, "scheduler", "name"),
@@ -154,10 +153,6 @@ class TrainGan(StageKind):
                     )
                 )
         return problems
-
-    @classmethod
-    def output_facts(cls, config: Any, inputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        return dict(inputs.get("model", {}))
 
     def run(self, ctx: StageContext) -> None:
         from torchkiln.gan.train import run_train_gan
@@ -210,7 +205,7 @@ class EvaluateGanConfig(StageConfig):
 
 
 @stages.register
-class EvaluateGan(StageKind):
+class EvaluateGan(ModelStageKind):
     """Score a GAN offline: Fréchet distance and class diversity, with collapse warnings.
 
     Measured in the feature space of a classifier another pipeline trained, for generated,
@@ -219,13 +214,8 @@ class EvaluateGan(StageKind):
 
     name = "evaluate_gan"
     config = EvaluateGanConfig
-    consumes = {
-        "dataset": Slot("dataset"),
-        "model": Slot("trained_model"),
-        "transforms": Slot("transforms", optional=True),
-    }
+    model_artifact = "trained_model"
     produces = "evaluation"
-    reads = ("seed", "task", "device")
     writes_metrics = True
     tasks = frozenset({"gan"})
     plots = (
@@ -239,16 +229,12 @@ class EvaluateGan(StageKind):
     )
 
     @classmethod
-    def plot_specs(cls, config: Any, inputs: dict[str, dict[str, Any]]) -> tuple[PlotSpec, ...]:
+    def plot_specs(cls, config: Any, inputs: Mapping[str, Facts]) -> tuple[PlotSpec, ...]:
         return tuple(p for p in cls.plots if p.file != "samples.png" or config.grid)
 
     @classmethod
-    def check(cls, config: Any, inputs: dict[str, dict[str, Any]], facts: GraphFacts) -> Problems:
+    def check(cls, config: Any, inputs: Mapping[str, Facts], facts: GraphFacts) -> Problems:
         return gan_model_problems(cls.name, inputs)
-
-    @classmethod
-    def output_facts(cls, config: Any, inputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        return dict(inputs.get("model", {}))
 
     def run(self, ctx: StageContext) -> None:
         from torchkiln.gan.evaluate import run_evaluate_gan

@@ -84,7 +84,7 @@ class registered:
         try:
             cls = reg.get(name)
         except UnknownNameError as exc:
-            raise _error("unknown_name", str(exc), ("name",), name) from None
+            raise _error("unknown_name", str(exc), ("name",), name) from exc
         return cls.model_validate(value)
 
     def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> core_schema.CoreSchema:

@@ -1,4 +1,4 @@
-"""Loading components: built-in packs, `torchkiln.plugins` entry points, a spec's `plugins:`.
+"""Loading a spec's `plugins:` (built-in packs and entry points: `torchkiln.packs`).
 
 A spec's plugin is an importable module name (`my_project.models`) or a `.py` file
 path relative to the spec. Loading is idempotent, so validating many specs that name
@@ -10,25 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import importlib.metadata
 import importlib.util
 import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-
-from torchkiln.errors import UsageError
-
-#: Component packs that ship inside torchkiln; they register like any plugin.
-BUILTIN_PACKS = (
-    "torchkiln.common",
-    "torchkiln.vision",
-    "torchkiln.text",
-    "torchkiln.gan",
-    "torchkiln.stages.builtin",
-)
-ENTRY_POINT_GROUP = "torchkiln.plugins"
 
 
 class PluginError(Exception):
@@ -44,36 +31,26 @@ class Plugin:
 
 
 _by_key: dict[str, Plugin] = {}
-_builtins_loaded = False
 
 
-def load_builtins() -> None:
-    """Import the built-in packs and any installed `torchkiln.plugins` entry points (once)."""
-    global _builtins_loaded
-    if _builtins_loaded:
-        return
-    for pack in BUILTIN_PACKS:
-        importlib.import_module(pack)
-    _builtins_loaded = True
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            ep.load()
-        except (Exception, SystemExit) as exc:  # sys.exit() in a plugin must not end kiln
-            raise UsageError(
-                f"installed plugin {ep.name!r} ({ep.value}) failed on import: {_describe(exc)}"
-            ) from None
-
-
-def _describe(exc: BaseException) -> str:
+def describe_exception(exc: BaseException) -> str:
     """`ValueError: boom (at plugins/models.py:12)`: the exception and its innermost user frame."""
     where = ""
     frames = traceback.extract_tb(exc.__traceback__)
     for frame in reversed(frames):
-        if "importlib" not in frame.filename and "/torchkiln/registry/" not in frame.filename:
+        if not _machinery(frame.filename):
             where = f" (at {_relative(Path(frame.filename))}:{frame.lineno})"
             break
     text = str(exc)
     return f"{type(exc).__name__}: {text}{where}" if text else f"{type(exc).__name__}{where}"
+
+
+def _machinery(filename: str) -> bool:
+    """Frames of the import system and of torchkiln's own plugin loading."""
+    path = filename.replace("\\", "/")
+    return (
+        "importlib" in path or "/torchkiln/registry/" in path or path.endswith("torchkiln/packs.py")
+    )
 
 
 def _relative(path: Path) -> str:
@@ -110,7 +87,7 @@ def _load_file(entry: str, spec_dir: Path) -> Plugin:
         spec.loader.exec_module(module)
     except (Exception, SystemExit) as exc:  # sys.exit() in a plugin must not end kiln
         del sys.modules[module_name]
-        raise PluginError(f"plugin {entry!r} failed on import: {_describe(exc)}") from None
+        raise PluginError(f"plugin {entry!r} failed on import: {describe_exception(exc)}") from exc
     sources = tuple(s for s in [_inside_cwd(path)] if s)
     _by_key[key] = plugin = Plugin(entry, module, sources)
     return plugin
@@ -138,7 +115,7 @@ def _load_module(entry: str) -> Plugin:
     try:
         module = importlib.import_module(entry)
     except (Exception, SystemExit) as exc:  # sys.exit() in a plugin must not end kiln
-        raise PluginError(f"plugin {entry!r} failed on import: {_describe(exc)}") from None
+        raise PluginError(f"plugin {entry!r} failed on import: {describe_exception(exc)}") from exc
     origin = Path(found.origin) if found.origin else None
     if found.submodule_search_locations:
         origin = Path(next(iter(found.submodule_search_locations)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -73,6 +74,11 @@ class DuplicateNameError(ValueError):
     pass
 
 
+class IncompleteEntryError(TypeError):
+    """A class registered without the methods its kind declares (e.g. a model without
+    `build`): refused when it registers, not when a spec first uses it."""
+
+
 class Registry(Generic[T]):
     """Named entries of one kind (models, optimizers, stage kinds...).
 
@@ -117,6 +123,12 @@ class Registry(Generic[T]):
             raise DuplicateNameError(
                 f"{self.kind} {name!r} is already registered by {holder}; "
                 f"{newcomer} cannot register it again; pick another name"
+            )
+        if inspect.isabstract(entry):
+            missing = ", ".join(f"{m}()" for m in sorted(entry.__abstractmethods__))  # type: ignore[attr-defined]
+            raise IncompleteEntryError(
+                f"{self.label} {name!r} ({_origin(entry.__module__)}) does not implement "  # type: ignore[attr-defined]
+                f"{missing}, which every {self.label} must"
             )
         self._entries[name] = entry
         return entry

@@ -6,10 +6,10 @@ import torch
 
 from torchkiln.errors import RunError
 from torchkiln.io import write_json
+from torchkiln.runtime.context import StageContext
 from torchkiln.runtime.datasets import open_dataset
 from torchkiln.runtime.images import save_grid
 from torchkiln.runtime.preprocess import preprocessor_for
-from torchkiln.stages.base import StageContext
 
 
 def run_augment(ctx: StageContext) -> None:

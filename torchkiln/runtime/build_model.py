@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from torchkiln.io import atomic_write_text, write_json
+from torchkiln.runtime.context import StageContext
 from torchkiln.runtime.datasets import open_dataset
 from torchkiln.runtime.model_artifact import (
     freeze,
@@ -14,7 +15,6 @@ from torchkiln.runtime.model_artifact import (
     write_model,
 )
 from torchkiln.runtime.progress import log
-from torchkiln.stages.base import StageContext
 
 
 def run_build_model(ctx: StageContext) -> None:

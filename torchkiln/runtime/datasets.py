@@ -26,15 +26,27 @@ from torchkiln.io import read_json, write_json
 SPLITS = ("train", "val", "test")
 
 
+#: Splits larger than this stay on disk and are decoded batch by batch.
+MEMORY_LIMIT = 2 << 30
+
+
 class SplitData(Protocol):
     """One split of a dataset, read by batches of indices."""
 
     targets: torch.Tensor
+    #: each example's length (variable-length data such as text), else None: train's
+    #: `bucket_by_length` groups batches by it
+    lengths: torch.Tensor | None
 
     def __len__(self) -> int: ...
 
     def batch(self, index: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         """Inputs (a tuple, passed to the model's forward after preprocessing) and targets."""
+        ...
+
+    def materialize(self, max_bytes: int = MEMORY_LIMIT) -> SplitData:
+        """The split held in memory when it fits in `max_bytes` (decoded once instead of
+        every epoch), else itself. In-memory splits return themselves."""
         ...
 
 
@@ -44,12 +56,16 @@ class TensorSplit:
 
     inputs: tuple[torch.Tensor, ...]
     targets: torch.Tensor
+    lengths: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.targets.shape[0])
 
     def batch(self, index: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         return tuple(t[index] for t in self.inputs), self.targets[index]
+
+    def materialize(self, max_bytes: int = MEMORY_LIMIT) -> TensorSplit:
+        return self
 
 
 @dataclass

@@ -8,13 +8,13 @@ import torch
 
 from torchkiln.errors import RunError
 from torchkiln.io import atomic_write_text, write_json
-from torchkiln.runner import resolve_device
+from torchkiln.runtime.context import StageContext
 from torchkiln.runtime.datasets import open_dataset
+from torchkiln.runtime.device import resolve_device
 from torchkiln.runtime.loop import chunks, iterate_batches, materialized, to_device
 from torchkiln.runtime.model_artifact import open_model
 from torchkiln.runtime.preprocess import preprocessor_for
 from torchkiln.runtime.progress import log
-from torchkiln.stages.base import StageContext
 
 
 @torch.no_grad()
@@ -57,7 +57,7 @@ def confusion_png(matrix: list[list[int]], classes: list[str], path: Any) -> Non
 
 def run_evaluate(ctx: StageContext) -> None:
     cfg = ctx.config
-    device = torch.device(resolve_device(ctx.device))
+    device = resolve_device(ctx.device, deterministic=ctx.deterministic)
     data = open_dataset(ctx.input("dataset"))
     info = data.info
     if data.count(cfg.split) == 0:
@@ -85,9 +85,8 @@ def run_evaluate(ctx: StageContext) -> None:
     wrong = (predicted != targets).nonzero().flatten()
     # The modality's preprocessor decides how mistakes are shown (images: a PNG grid in
     # plots/, text: a JSONL file in out/); the stage's plot_specs declares the plot files.
-    write_mistakes = getattr(preprocess, "write_mistakes", None)
-    if cfg.misclassified and write_mistakes is not None:
-        write_mistakes(
+    if cfg.misclassified:
+        preprocess.write_mistakes(
             split,
             wrong[: cfg.misclassified],
             predicted,

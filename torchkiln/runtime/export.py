@@ -12,12 +12,12 @@ import torch
 from torchkiln import __version__
 from torchkiln.errors import RunError
 from torchkiln.io import atomic_write_text, read_json, sha256_tree, write_json
+from torchkiln.runtime.context import StageContext
 from torchkiln.runtime.datasets import open_dataset
 from torchkiln.runtime.exporting import describe_file
 from torchkiln.runtime.model_artifact import open_model
 from torchkiln.runtime.preprocess import preprocessor_for
 from torchkiln.runtime.progress import log
-from torchkiln.stages.base import StageContext
 
 VERSIONED = ("torch", "torchvision", "onnx", "onnxruntime", "onnxscript", "safetensors")
 
@@ -72,8 +72,7 @@ def run_export(ctx: StageContext) -> None:
         )
     # Files the modality needs to feed the exported model (a text model's tokenizer.json
     # and vocab.json), copied from the dataset artifact.
-    export_files = getattr(preprocess, "export_files", None)
-    for name in export_files(ctx.input("dataset"), ctx.out_dir) if export_files else []:
+    for name in preprocess.export_files(ctx.input("dataset"), ctx.out_dir):
         files.append({"format": "preprocessing", "file": name, **describe_file(ctx.out_dir / name)})
     write_json(ctx.out_dir / "model.json", artifact.meta)
     files.append(

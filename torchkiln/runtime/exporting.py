@@ -126,7 +126,7 @@ def export_onnx(cfg: Any, target: ExportTarget, out_dir: Path) -> dict[str, Any]
                 verbose=False,
             )
         except Exception as exc:
-            raise RunError(f"ONNX export failed: {type(exc).__name__}: {exc}") from None
+            raise RunError(f"ONNX export failed: {type(exc).__name__}: {exc}") from exc
     assert program is not None
     proto = program.model_proto  # a property: each access converts afresh
     strip_stack_traces(proto.graph)

@@ -1,27 +1,17 @@
-"""Pieces every training loop shares: batch order, batch iteration, device placement,
-epoch checkpoints for resuming, non-finite loss detection, and progress.
-
-Kept free of any particular model or objective, so the supervised loop (train.py) and
-the GAN loop use the same machinery.
-"""
+"""Batches: seeded epoch order, length buckets, iteration (in memory or through DataLoader
+workers), device placement and autocast. Free of any model or objective; the training
+engine (engine.py), evaluation and export use them."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
-import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from torchkiln.errors import RunError
-from torchkiln.io import atomic_path, sha256_tree
 from torchkiln.runtime.datasets import SplitData, TensorSplit
-from torchkiln.runtime.progress import interactive, log
 
 Batch = tuple[tuple[torch.Tensor, ...], torch.Tensor]
 
@@ -110,16 +100,9 @@ def resident(split: SplitData, device: torch.device) -> SplitData:
     return TensorSplit(tuple(t.to(device) for t in split.inputs), split.targets.to(device))
 
 
-def materialized(split: SplitData, max_bytes: int = 2 << 30) -> SplitData:
+def materialized(split: SplitData) -> SplitData:
     """Decode a file-backed split into memory once when it fits, instead of every epoch."""
-    materialize = getattr(split, "materialize", None)
-    if materialize is None:
-        return split
-    shape = getattr(split, "size", None)
-    channels = getattr(split, "channels", 3)
-    if shape is not None and len(split) * channels * math.prod(shape) > max_bytes:
-        return split
-    return materialize()
+    return split.materialize()
 
 
 def autocast(device: torch.device, precision: str) -> AbstractContextManager[Any]:
@@ -129,115 +112,3 @@ def autocast(device: torch.device, precision: str) -> AbstractContextManager[Any
         raise RunError("precision fp16 needs a CUDA device; use bf16 on the CPU")
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-class NonFiniteGuard:
-    """Records per-step losses on the device and checks them only now and then, so there
-    is no host sync per step; a non-finite loss is still reported with its exact step."""
-
-    def __init__(self, steps: int, device: torch.device, every: int = 25) -> None:
-        self.losses = torch.zeros(max(steps, 1), device=device)
-        self.every, self.checked = every, 0
-
-    def record(self, step: int, loss: torch.Tensor) -> None:
-        self.losses[step] = loss.detach().float()
-
-    def check(self, step: int, epoch: int, force: bool = False) -> None:
-        if not force and (step + 1) % self.every:
-            return
-        window = self.losses[self.checked : step + 1]
-        if not bool(torch.isfinite(window).all()):
-            bad = self.checked + int((~torch.isfinite(window)).nonzero()[0])
-            value = float(self.losses[bad])
-            raise RunError(
-                f"the loss became {value} at epoch {epoch}, step {bad + 1}; training stopped. "
-                "Try a lower learning rate, gradient clipping (clip_grad_norm), or fp32"
-            )
-        self.checked = step + 1
-
-
-class Checkpointer:
-    """Epoch checkpoints in an undeclared scratch folder, keyed by everything that
-    determines the run, so a killed run resumes and a changed one starts afresh."""
-
-    def __init__(self, folder: Path, key: str, enabled: bool = True) -> None:
-        self.folder, self.key, self.enabled = folder, key, enabled
-        self.path = folder / f"{key[:16]}.pt"
-
-    def load(self) -> dict[str, Any] | None:
-        if not self.enabled or not self.path.exists():
-            return None
-        try:
-            return torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # a torn or foreign file: start over rather than fail
-            log(f"ignoring unreadable checkpoint {self.path.as_posix()} ({exc})")
-            return None
-
-    def save(self, state: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        for stale in self.folder.glob("*.pt"):
-            if stale != self.path:
-                stale.unlink()
-        with atomic_path(self.path) as tmp:
-            torch.save(state, tmp)
-
-    def clear(self) -> None:
-        if self.path.exists():
-            self.path.unlink()
-
-
-def run_key(config: Any, seed: int, task: str, device: str, inputs: dict[str, Path]) -> str:
-    """Hash of everything a training run's result depends on."""
-    blob = json.dumps(
-        {
-            "config": config.model_dump(mode="json"),
-            "seed": seed,
-            "task": task,
-            "device": device,
-            "inputs": {slot: sha256_tree(path) for slot, path in sorted(inputs.items())},
-            "torch": torch.__version__,
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-class EpochProgress:
-    """A step bar per epoch on a terminal; one summary line per epoch elsewhere."""
-
-    def __init__(self, epochs: int, steps: int) -> None:
-        self.epochs, self.steps = epochs, steps
-        self.bar: Any = None
-        self.started = 0.0
-
-    def start(self, epoch: int) -> None:
-        self.started = time.perf_counter()
-        if interactive():
-            from tqdm import tqdm
-
-            self.bar = tqdm(
-                total=self.steps,
-                desc=f"epoch {epoch}/{self.epochs}",
-                leave=False,
-                dynamic_ncols=True,
-            )
-
-    def step(self, n: int = 1, **postfix: float) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-            if postfix:
-                self.bar.set_postfix({k: f"{v:.4f}" for k, v in postfix.items()}, refresh=False)
-
-    def end(self, epoch: int, record: dict[str, Any], note: str = "") -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-        shown = "  ".join(
-            f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-            for k, v in record.items()
-            if k != "epoch"
-        )
-        seconds = time.perf_counter() - self.started
-        log(f"epoch {epoch}/{self.epochs}  {shown}  ({seconds:.1f}s){note}")

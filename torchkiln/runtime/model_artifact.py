@@ -48,7 +48,7 @@ class ModelArtifact:
         return list(self.meta.get("frozen", []))
 
     def config(self) -> Any:
-        from torchkiln.registry.plugins import load_builtins
+        from torchkiln.packs import load_builtins
 
         load_builtins()  # usable outside the CLI too (a library user, a notebook)
         raw = self.meta["model"]
@@ -111,7 +111,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise RunError(f"cannot read weights {path.as_posix()}: {exc}") from None
+        raise RunError(f"cannot read weights {path.as_posix()}: {exc}") from exc
     for key in ("state_dict", "model_state_dict", "model"):
         if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
             loaded = loaded[key]

@@ -1,12 +1,19 @@
-"""From stored examples to model inputs: augmentation (training), eval transforms, normalisation.
+"""From stored examples to model inputs: the `Preprocessor` of each modality.
 
-Training batches stay uint8 through the random transforms (cheap, and what v2 expects),
-then become float and are normalised on the compute device. Evaluation and export share
-one module, `ImageEvalModule`, so the exported file computes exactly what evaluate scored.
+A modality's preprocessor (declared with `data.formats.register_preprocessor`) turns a
+batch as the dataset artifact stores it into what the model takes, for training (with
+augmentation) and for evaluation and export (without), and says what an exported model
+needs around it.
+
+Images: training batches stay uint8 through the random transforms (cheap, and what v2
+expects), then become float and are normalised on the compute device. Evaluation and
+export share one module, `ImageEvalModule`, so the exported file computes exactly what
+evaluate scored.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +26,54 @@ from torchkiln.errors import RunError
 from torchkiln.io import read_json
 from torchkiln.registry import kinds
 from torchkiln.runtime.exporting import ExportTarget
+
+Rebuild = Callable[[dict[str, torch.Tensor]], nn.Module]
+
+
+class Preprocessor(ABC):
+    """A modality's path from stored batches to model inputs (and around exported models)."""
+
+    @abstractmethod
+    def to(self, device: torch.device | str) -> Preprocessor:
+        """Move what it computes with (statistics, modules) to `device`; returns itself."""
+
+    @abstractmethod
+    def train_inputs(self, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """A training batch's model inputs: random augmentation included."""
+
+    @abstractmethod
+    def eval_inputs(self, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """An evaluation batch's model inputs: deterministic, what the exported model does."""
+
+    @abstractmethod
+    def export_target(
+        self, model: nn.Module, stored: tuple[torch.Tensor, ...], rebuild: Rebuild
+    ) -> ExportTarget:
+        """What the export stage writes: the model behind this preprocessing, with an
+        example batch built from `stored` (a batch as the dataset artifact holds it)."""
+
+    @abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """The model card's account of the exported model's input (`input`, ...)."""
+
+    def export_files(self, dataset_dir: Path, out_dir: Path) -> list[str]:
+        """Copy into the export folder what it needs to feed the model (a text model's
+        vocabulary); returns the file names. None by default."""
+        return []
+
+    def write_mistakes(
+        self,
+        split: Any,
+        wrong: torch.Tensor,
+        predicted: torch.Tensor,
+        classes: list[str],
+        out_dir: Path,
+        plots_dir: Path,
+    ) -> None:
+        """Write evaluate's misclassified examples (`wrong`: their indices in `split`) for
+        review, in the modality's own form. Nothing by default; the evaluate kind's
+        `plot_specs` must declare any plot file this writes."""
+        return None
 
 
 class ImageEvalModule(nn.Module):
@@ -55,7 +110,7 @@ class ImageModel(nn.Module):
         return self.model(self.prepare(images))
 
 
-class ImagePreprocessor:
+class ImagePreprocessor(Preprocessor):
     """Turns a batch's stored inputs (uint8 images) into what the model takes."""
 
     def __init__(self, train: Sequence[nn.Module], evaluation: ImageEvalModule) -> None:
@@ -95,10 +150,7 @@ class ImagePreprocessor:
         return (self.eval_module(inputs[0].float().div_(255.0)),)
 
     def export_target(
-        self,
-        model: nn.Module,
-        stored: tuple[torch.Tensor, ...],
-        rebuild: Callable[[dict[str, torch.Tensor]], nn.Module],
+        self, model: nn.Module, stored: tuple[torch.Tensor, ...], rebuild: Rebuild
     ) -> ExportTarget:
         """Exported image models take float32 images in [0, 1] and return class logits;
         eval transforms and normalisation are inside the file."""
@@ -168,7 +220,14 @@ def image_preprocessor(info: DatasetInfo, transforms_dir: Path | None) -> ImageP
     return ImagePreprocessor(_build_transforms(spec["train"]), evaluation)
 
 
-def preprocessor_for(info: DatasetInfo, transforms_dir: Path | None) -> Any:
+def preprocessor_for(info: DatasetInfo, transforms_dir: Path | None) -> Preprocessor:
+    """The preprocessor of the dataset's modality, set up from the augment stage's artifact."""
     from torchkiln.data.formats import preprocessor_factory
 
-    return preprocessor_factory(info.modality)(info, transforms_dir)
+    made = preprocessor_factory(info.modality)(info, transforms_dir)
+    if not isinstance(made, Preprocessor):
+        raise RunError(
+            f"the preprocessor registered for modality {info.modality!r} is a "
+            f"{type(made).__name__}, not a torchkiln.runtime.preprocess.Preprocessor"
+        )
+    return made

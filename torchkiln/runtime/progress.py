@@ -6,7 +6,7 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -37,3 +37,40 @@ def progress(items: Iterable[T], desc: str, total: int | None = None) -> Iterato
         yield item
     if count and time.perf_counter() - start > 2:
         log(f"{desc}: {count} done in {time.perf_counter() - start:.1f}s")
+
+
+class EpochProgress:
+    """A step bar per epoch on a terminal; one summary line per epoch elsewhere."""
+
+    def __init__(self, epochs: int, steps: int) -> None:
+        self.epochs, self.steps = epochs, steps
+        self.bar: Any = None
+        self.started = 0.0
+
+    def start(self, epoch: int) -> None:
+        self.started = time.perf_counter()
+        if interactive():
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=self.steps,
+                desc=f"epoch {epoch}/{self.epochs}",
+                leave=False,
+                dynamic_ncols=True,
+            )
+
+    def step(self, n: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def end(self, epoch: int, record: dict[str, Any], note: str = "") -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        shown = "  ".join(
+            f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+            for k, v in record.items()
+            if k != "epoch"
+        )
+        seconds = time.perf_counter() - self.started
+        log(f"epoch {epoch}/{self.epochs}  {shown}  ({seconds:.1f}s){note}")

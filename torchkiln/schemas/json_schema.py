@@ -14,8 +14,8 @@ from pydantic.json_schema import models_json_schema
 
 from torchkiln import __version__
 from torchkiln.registry import kinds
+from torchkiln.schemas.fields import STAGE_NAME_PATTERN
 from torchkiln.schemas.spec import PipelineHeader
-from torchkiln.stages.base import STAGE_NAME_PATTERN
 
 
 def spec_json_schema() -> dict[str, Any]:

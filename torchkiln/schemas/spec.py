@@ -15,17 +15,18 @@ from typing import Annotated, Any
 from pydantic import Field, StringConstraints, ValidationError
 
 from torchkiln.errors import Issue, SpecError
+from torchkiln.packs import load_builtins
 from torchkiln.registry import kinds
 from torchkiln.registry.component import Config, registered
 from torchkiln.registry.kinds import TaskConfig
-from torchkiln.registry.plugins import Plugin, PluginError, load_builtins, load_plugin
+from torchkiln.registry.plugins import Plugin, PluginError, load_plugin
 from torchkiln.registry.registry import UnknownNameError, choices_text, did_you_mean
+from torchkiln.schemas.fields import PIPELINE_NAME_PATTERN, STAGE_NAME_PATTERN, PipelineName
 from torchkiln.schemas.issues import issues_from, render_value
 from torchkiln.schemas.yaml_source import Loc, YamlDocument, load_yaml
-from torchkiln.stages.base import STAGE_NAME_PATTERN, GraphFacts, StageConfig, StageKind
+from torchkiln.stages.base import NO_FACTS, Facts, GraphFacts, StageConfig, StageKind, stage_kind
 
-PIPELINE_NAME_PATTERN = r"^[a-z0-9_]+$"
-TOP_LEVEL_KEYS = ("name", "task", "seed", "device", "plugins", "stages")
+TOP_LEVEL_KEYS = ("name", "task", "seed", "device", "deterministic", "plugins", "stages")
 
 
 def _default_task() -> TaskConfig:
@@ -35,7 +36,7 @@ def _default_task() -> TaskConfig:
 class PipelineHeader(Config):
     """The top level of a spec. `stages` is validated per stage kind afterwards."""
 
-    name: Annotated[str, StringConstraints(pattern=PIPELINE_NAME_PATTERN)] | None = None
+    name: PipelineName | None = None
     """Pipeline name (default: the file's stem). Only a-z, 0-9 and _, because DVC stage
     names are `<pipeline>-<stage>`."""
     task: Annotated[TaskConfig, registered(kinds.tasks)] = Field(default_factory=_default_task)
@@ -44,6 +45,9 @@ class PipelineHeader(Config):
     """Seed for every random choice: splits, initialisation, shuffling, augmentation."""
     device: Annotated[str, StringConstraints(pattern=r"^(auto|cpu|cuda(:[0-9]+)?|mps)$")] = "auto"
     """Where to compute: auto (CUDA when available), cpu, cuda, cuda:N or mps."""
+    deterministic: bool = True
+    """On CUDA, use only deterministic kernels, so a rerun gives the same bytes; an op that
+    has none then fails, naming itself. false: allow the faster nondeterministic ones."""
     plugins: list[str] = Field(default_factory=list)
     """Modules (`my_project.models`) or .py files relative to the spec that register
     components; their source files become DVC dependencies."""
@@ -60,8 +64,8 @@ class StageNode:
     config: StageConfig
     #: slot -> producing stage (within this pipeline)
     inputs: dict[str, str] = field(default_factory=dict)
-    #: slot -> what validation knows of that input (e.g. {"modality": "image"})
-    input_facts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: slot -> what validation knows of that input (e.g. its modality)
+    input_facts: dict[str, Facts] = field(default_factory=dict)
 
     def plot_specs(self) -> tuple[Any, ...]:
         return self.kind.plot_specs(self.config, self.input_facts)
@@ -77,6 +81,7 @@ class Pipeline:
     task: TaskConfig
     seed: int
     device: str
+    deterministic: bool
     plugins: list[Plugin]
     stages: dict[str, StageNode]
     order: list[str]
@@ -95,6 +100,7 @@ class Pipeline:
             "task": self.task.model_dump(mode="json"),
             "seed": self.seed,
             "device": self.device,
+            "deterministic": self.deterministic,
             "stages": {n: s.config.model_dump(mode="json") for n, s in self.stages.items()},
         }
 
@@ -109,7 +115,8 @@ class Pipeline:
 def resolve_kind(
     key: str, block: dict[str, Any], task: TaskConfig | None
 ) -> tuple[type[StageKind] | None, str]:
-    """Stage kind for a stage: `uses:`, else the key itself, else the task's default for the key.
+    """Stage kind for a stage: `uses:`, else the task's default for the key (a gan spec's
+    `train:` is `train_gan`), else the key itself.
 
     Returns (kind or None, an error message when None).
     """
@@ -118,13 +125,13 @@ def resolve_kind(
         if not isinstance(uses, str):
             return None, f"must be a stage kind name (got {render_value(uses)})"
         try:
-            return kinds.stages.get(uses), ""
+            return stage_kind(uses), ""
         except UnknownNameError as exc:
             return None, str(exc)
     if task is not None and key in task.stage_defaults:
-        return kinds.stages.get(task.stage_defaults[key]), ""
+        return stage_kind(task.stage_defaults[key]), ""
     if key in kinds.stages:
-        return kinds.stages.get(key), ""
+        return stage_kind(key), ""
     known = kinds.stages.names()
     return None, (
         f"no stage kind {key!r}; {did_you_mean(key, known)}name a kind with `uses:` "
@@ -249,7 +256,7 @@ def _cross_checks(
     facts = GraphFacts(task=task)
     for name in order:
         node = nodes[name]
-        inputs = {slot: facts.by_stage.get(src, {}) for slot, src in node.inputs.items()}
+        inputs = {slot: facts.by_stage.get(src, NO_FACTS) for slot, src in node.inputs.items()}
         node.input_facts = inputs
         if node.kind.tasks is not None and task.name not in node.kind.tasks:
             issues.append(
@@ -324,6 +331,7 @@ def validate_document(doc: YamlDocument, path: Path) -> Pipeline:
         task=task,
         seed=header.seed,
         device=header.device,
+        deterministic=header.deterministic,
         plugins=plugins,
         stages=nodes,
         order=order,

@@ -248,7 +248,7 @@ def _decode(raw: bytes, file: str) -> str:
         bad = raw[exc.start : exc.start + 1].hex()
         raise SpecError(
             [Issue(file, line, col, "", f"the file is not valid UTF-8 (byte 0x{bad})")]
-        ) from None
+        ) from exc
 
 
 def _yaml_error(exc: yaml.MarkedYAMLError, file: str) -> SpecError:
@@ -269,11 +269,11 @@ def load_yaml_text(text: str, file: str) -> YamlDocument:
     try:
         root = _Composer(text).get_single_node()
     except yaml.MarkedYAMLError as exc:
-        raise _yaml_error(exc, file) from None
+        raise _yaml_error(exc, file) from exc
     except yaml.YAMLError as exc:  # reader errors: control characters and the like
-        raise SpecError([Issue(file, 1, 1, "", f"invalid YAML: {exc}")]) from None
-    except RecursionError:
-        raise SpecError([Issue(file, 1, 1, "", "invalid YAML: nesting is too deep")]) from None
+        raise SpecError([Issue(file, 1, 1, "", f"invalid YAML: {exc}")]) from exc
+    except RecursionError as exc:
+        raise SpecError([Issue(file, 1, 1, "", "invalid YAML: nesting is too deep")]) from exc
     if root is None:
         raise SpecError(
             [Issue(file, 1, 1, "", "the spec is empty; expected a mapping with 'stages'")]
@@ -284,14 +284,14 @@ def load_yaml_text(text: str, file: str) -> YamlDocument:
     except _TooDeep as exc:
         p = _pos(exc.node)
         msg = f"the document nests deeper than {MAX_DEPTH} levels"
-        raise SpecError([Issue(file, p.line, p.col, "", msg)]) from None
+        raise SpecError([Issue(file, p.line, p.col, "", msg)]) from exc
     except _TooBig as exc:
         p = _pos(exc.node)
         msg = (
             f"the document expands to more than {MAX_NODES} values through aliases; "
             "refusing to load it (an alias bomb?)"
         )
-        raise SpecError([Issue(file, p.line, p.col, "", msg)]) from None
+        raise SpecError([Issue(file, p.line, p.col, "", msg)]) from exc
     if builder.issues:
         raise SpecError(builder.issues)
     if not isinstance(data, dict):
@@ -317,7 +317,7 @@ def read_spec_text(path: Path, display: str | None = None) -> str:
             raise UsageError(f"{name}: {size} bytes is too large for a spec (limit {MAX_BYTES})")
         raw = path.read_bytes()
     except OSError as exc:
-        raise UsageError(f"{name}: cannot read: {exc.strerror}") from None
+        raise UsageError(f"{name}: cannot read: {exc.strerror}") from exc
     return _decode(raw, name)
 
 

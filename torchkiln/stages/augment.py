@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field
 
 from torchkiln.registry import TransformConfig, registered, stages, transforms
-from torchkiln.stages.base import GraphFacts, Slot, StageConfig, StageContext, StageKind
+from torchkiln.stages.base import (
+    NO_FACTS,
+    Facts,
+    GraphFacts,
+    Problems,
+    Slot,
+    StageConfig,
+    StageKind,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torchkiln.runtime.context import StageContext
 
 TransformList = list[Annotated[TransformConfig, registered(transforms)]]
 
@@ -36,18 +48,16 @@ class Augment(StageKind):
     reads = ("seed", "task")
 
     @classmethod
-    def check(
-        cls, config: Any, inputs: dict[str, dict[str, Any]], facts: GraphFacts
-    ) -> list[tuple[tuple[str | int, ...], str]]:
-        modality = inputs.get("dataset", {}).get("modality")
-        problems: list[tuple[tuple[str | int, ...], str]] = []
-        if modality and modality != "image":
-            for field in ("train", "eval"):
-                if getattr(config, field):
-                    problems.append(
-                        ((field,), f"image transforms cannot apply to a {modality} dataset")
-                    )
-        return problems
+    def check(cls, config: Any, inputs: Mapping[str, Facts], facts: GraphFacts) -> Problems:
+        modality = inputs.get("dataset", NO_FACTS).modality
+        if not modality or modality == "image":
+            return []
+        lists = {"train": config.train, "eval": config.eval}
+        return [
+            ((field,), f"image transforms cannot apply to a {modality} dataset")
+            for field, transforms in lists.items()
+            if transforms
+        ]
 
     def run(self, ctx: StageContext) -> None:
         from torchkiln.runtime.augment import run_augment

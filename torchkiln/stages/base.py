@@ -3,48 +3,28 @@
 A stage is a function of (its validated config, its input artifacts) -> its output
 artifacts. It sees only its own block of the spec plus the top-level keys it declares
 in `reads`; that is what lets DVC cache it honestly (`kiln dvc` lists exactly those
-keys as the stage's params).
+keys as the stage's params). At run time it gets a `runtime.context.StageContext`.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, cast
 
-from pydantic import Field, StringConstraints
+from pydantic import Field
 
+from torchkiln.registry import kinds
 from torchkiln.registry.component import Config
+from torchkiln.schemas.fields import StageName
 
 if TYPE_CHECKING:  # pragma: no cover
     from torchkiln.registry.kinds import TaskConfig
+    from torchkiln.runtime.context import StageContext
 
-STAGE_NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
-StageName = Annotated[str, StringConstraints(pattern=STAGE_NAME_PATTERN)]
-
-
-class LocalPathMarker:
-    """Marks a string field as a local file or folder the stage reads (a DVC dependency)."""
-
-
-#: A path relative to the repository root (where `kiln` and `dvc` run).
-LocalPath = Annotated[str, StringConstraints(min_length=1), LocalPathMarker()]
-
-
-class ArtifactRef(Config):
-    """Another pipeline's stage output, e.g. `{pipeline: mnist_cnn, stage: train}`.
-
-    `kiln dvc` turns it into a dependency on that stage's output folder, so retraining
-    the upstream model reruns whatever uses it.
-    """
-
-    pipeline: Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+$")]
-    """Name of the pipeline that produces the artifact."""
-    stage: StageName
-    """Stage of that pipeline whose output folder is used."""
-
-    def path(self) -> str:
-        return f"runs/{self.pipeline}/{self.stage}/out"
+#: (location within the stage block, message) pairs from a kind's cross-stage `check()`
+Problems = list[tuple[tuple[str | int, ...], str]]
 
 
 class StageConfig(Config):
@@ -74,40 +54,32 @@ class PlotSpec(NamedTuple):
     title: str | None = None
 
 
-@dataclass
-class StageContext:
-    """Everything a running stage may use: its config, the keys it reads, its paths."""
+@dataclass(frozen=True)
+class Facts:
+    """What validation knows about an artifact before anything runs (None: not known).
 
-    pipeline: str
-    stage: str
-    config: Any
-    seed: int
-    task: TaskConfig
-    device: str
-    inputs: dict[str, Path]
-    out_dir: Path
-    metrics_path: Path
-    plots_dir: Path
-    scratch_dir: Path
-    #: sha256 of the whole validated spec; given only to kinds that read "*" (export's card)
-    spec_digest: str = ""
+    A kind's `output_facts` passes on what its inputs told it and adds what it makes."""
 
-    def input(self, slot: str) -> Path:
-        return self.inputs[slot]
+    #: what the examples are: "image", "text", ...
+    modality: str | None = None
+    #: whether the dataset has a validation split
+    has_val: bool | None = None
+    #: the registered name of the model the artifact holds or was built from
+    model: str | None = None
 
-    def optional_input(self, slot: str) -> Path | None:
-        return self.inputs.get(slot)
+
+NO_FACTS = Facts()
 
 
 @dataclass
 class GraphFacts:
-    """What validation knows about each stage's output before anything runs."""
+    """What validation knows about each stage's output, and the pipeline's task."""
 
     task: TaskConfig
-    by_stage: dict[str, dict[str, Any]] = field(default_factory=dict)
+    by_stage: dict[str, Facts] = field(default_factory=dict)
 
 
-class StageKind:
+class StageKind(ABC):
     """A registered stage kind. Subclasses set the class attributes and implement `run`."""
 
     name: ClassVar[str]
@@ -132,21 +104,47 @@ class StageKind:
         return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
 
     @classmethod
-    def output_facts(cls, config: Any, inputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    def output_facts(cls, config: Any, inputs: Mapping[str, Facts]) -> Facts:
         """What can be known about the output at validation time (e.g. its modality)."""
-        return dict(inputs.get("dataset", {}))
+        return inputs.get("dataset", NO_FACTS)
 
     @classmethod
-    def check(
-        cls, config: Any, inputs: dict[str, dict[str, Any]], facts: GraphFacts
-    ) -> list[tuple[tuple[str | int, ...], str]]:
+    def check(cls, config: Any, inputs: Mapping[str, Facts], facts: GraphFacts) -> Problems:
         """Cross-stage checks; returns (location within the stage block, message) pairs."""
         return []
 
     @classmethod
-    def plot_specs(cls, config: Any, inputs: dict[str, dict[str, Any]]) -> tuple[PlotSpec, ...]:
+    def plot_specs(cls, config: Any, inputs: Mapping[str, Facts]) -> tuple[PlotSpec, ...]:
         """The plot files this stage writes for this config (DVC must be told exactly)."""
         return cls.plots
 
-    def run(self, ctx: StageContext) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def run(self, ctx: StageContext) -> None:
+        """Do the work: read `ctx.inputs`, write `ctx.out_dir` (and metrics, plots). Import
+        run-time code (torch) here, not at module level: validation imports every kind."""
+
+
+class ModelStageKind(StageKind):
+    """A kind that takes a dataset, a model and (optionally) the augment stage's transforms:
+    train, evaluate and their GAN counterparts. `model_artifact` says which model artifact
+    (`model` from build_model, `trained_model` from train)."""
+
+    model_artifact: ClassVar[str] = "model"
+    reads = ("seed", "task", "device", "deterministic")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.consumes = {
+            "dataset": Slot("dataset"),
+            "model": Slot(cls.model_artifact),
+            "transforms": Slot("transforms", optional=True),
+        }
+
+    @classmethod
+    def output_facts(cls, config: Any, inputs: Mapping[str, Facts]) -> Facts:
+        return inputs.get("model", NO_FACTS)
+
+
+def stage_kind(name: str) -> type[StageKind]:
+    """The registered stage kind `name` (typed access to `registry.kinds.stages`)."""
+    return cast("type[StageKind]", kinds.stages.get(name))

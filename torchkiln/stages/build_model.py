@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import dataclasses
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, model_validator
 
 from torchkiln.registry import ModelConfig, models, registered, stages
 from torchkiln.registry.component import Config
+from torchkiln.schemas.fields import ArtifactRef, LocalPath, PipelineName, StageName
 from torchkiln.stages.base import (
-    ArtifactRef,
+    NO_FACTS,
+    Facts,
     GraphFacts,
-    LocalPath,
+    Problems,
     Slot,
     StageConfig,
-    StageContext,
     StageKind,
-    StageName,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torchkiln.runtime.context import StageContext
 
 
 class WeightsConfig(Config):
@@ -25,7 +30,7 @@ class WeightsConfig(Config):
 
     path: LocalPath | None = None
     """A .safetensors or .pt/.pth state_dict file (relative to the repository root)."""
-    pipeline: Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+$")] | None = None
+    pipeline: PipelineName | None = None
     """Take the weights of this pipeline's `stage` (a DVC dependency on its output)."""
     stage: StageName | None = None
     """Stage of `pipeline` whose weights to take (a build_model, train or export stage)."""
@@ -70,12 +75,10 @@ class BuildModel(StageKind):
     reads = ("seed", "task")
 
     @classmethod
-    def check(
-        cls, config: Any, inputs: dict[str, dict[str, Any]], facts: GraphFacts
-    ) -> list[tuple[tuple[str | int, ...], str]]:
+    def check(cls, config: Any, inputs: Mapping[str, Facts], facts: GraphFacts) -> Problems:
         model = config.model
-        problems: list[tuple[tuple[str | int, ...], str]] = []
-        modality = inputs.get("dataset", {}).get("modality")
+        problems: Problems = []
+        modality = inputs.get("dataset", NO_FACTS).modality
         if modality and modality not in model.modalities:
             problems.append(
                 (
@@ -95,8 +98,8 @@ class BuildModel(StageKind):
         return problems
 
     @classmethod
-    def output_facts(cls, config: Any, inputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        return {**inputs.get("dataset", {}), "model": config.model.name}
+    def output_facts(cls, config: Any, inputs: Mapping[str, Facts]) -> Facts:
+        return dataclasses.replace(inputs.get("dataset", NO_FACTS), model=config.model.name)
 
     def run(self, ctx: StageContext) -> None:
         from torchkiln.runtime.build_model import run_build_model

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
 from torchkiln.common.metrics import Accuracy, ConfusionMatrix, F1Macro, PrecisionRecall
 from torchkiln.registry import MetricConfig, kinds, registered, stages
-from torchkiln.stages.base import PlotSpec, Slot, StageConfig, StageContext, StageKind
+from torchkiln.stages.base import NO_FACTS, Facts, ModelStageKind, PlotSpec, StageConfig
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torchkiln.runtime.context import StageContext
 
 
 class EvaluateConfig(StageConfig):
@@ -30,18 +34,13 @@ class EvaluateConfig(StageConfig):
 
 
 @stages.register
-class Evaluate(StageKind):
+class Evaluate(ModelStageKind):
     """Score the trained model on held-out data: metrics, a confusion matrix, mistakes."""
 
     name = "evaluate"
     config = EvaluateConfig
-    consumes = {
-        "dataset": Slot("dataset"),
-        "model": Slot("trained_model"),
-        "transforms": Slot("transforms", optional=True),
-    }
+    model_artifact = "trained_model"
     produces = "evaluation"
-    reads = ("seed", "task", "device")
     writes_metrics = True
     plots = (
         PlotSpec(
@@ -56,19 +55,15 @@ class Evaluate(StageKind):
     )
 
     @classmethod
-    def plot_specs(cls, config: Any, inputs: dict[str, dict[str, Any]]) -> tuple[PlotSpec, ...]:
+    def plot_specs(cls, config: Any, inputs: Mapping[str, Facts]) -> tuple[PlotSpec, ...]:
         names = {m.name for m in config.metrics}
-        image = inputs.get("dataset", {}).get("modality", "image") == "image"
+        image = (inputs.get("dataset", NO_FACTS).modality or "image") == "image"
         return tuple(
             p
             for p in cls.plots
             if (p.file.startswith("confusion") and "confusion_matrix" in names)
             or (p.file == "misclassified.png" and config.misclassified and image)
         )
-
-    @classmethod
-    def output_facts(cls, config: Any, inputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        return dict(inputs.get("model", {}))
 
     def run(self, ctx: StageContext) -> None:
         from torchkiln.runtime.evaluate import run_evaluate

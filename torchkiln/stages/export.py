@@ -3,13 +3,17 @@ with a model card."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field, field_validator
 
 from torchkiln.common.exporters import Onnx, Safetensors, TorchScript
 from torchkiln.registry import ExporterConfig, exporters, registered, stages
-from torchkiln.stages.base import Slot, StageConfig, StageContext, StageKind
+from torchkiln.stages.base import NO_FACTS, Facts, Slot, StageConfig, StageKind
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torchkiln.runtime.context import StageContext
 
 
 class ExportConfig(StageConfig):
@@ -49,8 +53,8 @@ class Export(StageKind):
     writes_metrics = True
 
     @classmethod
-    def output_facts(cls, config: Any, inputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        return dict(inputs.get("model", {}))
+    def output_facts(cls, config: Any, inputs: Mapping[str, Facts]) -> Facts:
+        return inputs.get("model", NO_FACTS)
 
     def run(self, ctx: StageContext) -> None:
         from torchkiln.runtime.export import run_export

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field, model_validator
 
 from torchkiln.registry import DatasetConfig, datasets, registered, stages
 from torchkiln.registry.component import Config
-from torchkiln.stages.base import StageConfig, StageContext, StageKind
+from torchkiln.stages.base import Facts, StageConfig, StageKind
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torchkiln.runtime.context import StageContext
 
 Fraction = Annotated[float, Field(ge=0, lt=1)]
 
@@ -51,8 +55,12 @@ class LoadData(StageKind):
     reads = ("seed", "task")
 
     @classmethod
-    def output_facts(cls, config: Any, inputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        return {"modality": config.dataset.modality, "has_val": config.split.val > 0}
+    def output_facts(cls, config: Any, inputs: Mapping[str, Facts]) -> Facts:
+        return Facts(modality=config.dataset.modality, has_val=config.split.val > 0)
 
     def run(self, ctx: StageContext) -> None:
-        ctx.config.dataset.load(ctx.seed).write(ctx)
+        cfg = ctx.config
+        raw = cfg.dataset.load(ctx.seed)
+        raw.write(
+            ctx.out_dir, dataset=cfg.dataset, split=cfg.split, seed=ctx.seed, task=ctx.task.name
+        )

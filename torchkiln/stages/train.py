@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt
 
@@ -19,7 +20,17 @@ from torchkiln.registry import (
     stages,
 )
 from torchkiln.registry.component import Config
-from torchkiln.stages.base import GraphFacts, PlotSpec, Slot, StageConfig, StageContext, StageKind
+from torchkiln.stages.base import (
+    Facts,
+    GraphFacts,
+    ModelStageKind,
+    PlotSpec,
+    Problems,
+    StageConfig,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torchkiln.runtime.context import StageContext
 
 
 class EarlyStoppingConfig(Config):
@@ -73,18 +84,13 @@ class TrainConfig(StageConfig):
 
 
 @stages.register
-class Train(StageKind):
+class Train(ModelStageKind):
     """Train the model; keeps the best epoch by the monitored validation value."""
 
     name = "train"
     config = TrainConfig
-    consumes = {
-        "dataset": Slot("dataset"),
-        "model": Slot("model"),
-        "transforms": Slot("transforms", optional=True),
-    }
+    model_artifact = "model"
     produces = "trained_model"
-    reads = ("seed", "task", "device")
     writes_metrics = True
     plots = (
         PlotSpec("history.json", x="epoch", y=("train_loss", "val_loss"), title="loss"),
@@ -92,14 +98,11 @@ class Train(StageKind):
     )
 
     @classmethod
-    def check(
-        cls, config: Any, inputs: dict[str, dict[str, Any]], facts: GraphFacts
-    ) -> list[tuple[tuple[str | int, ...], str]]:
-        data = inputs.get("dataset", {})
+    def check(cls, config: Any, inputs: Mapping[str, Facts], facts: GraphFacts) -> Problems:
         needs_val = config.early_stopping is not None or (
-            config.scheduler is not None and getattr(config.scheduler, "needs_metric", False)
+            config.scheduler is not None and config.scheduler.needs_metric
         )
-        if needs_val and data.get("has_val") is False:
+        if needs_val and "dataset" in inputs and inputs["dataset"].has_val is False:
             return [
                 (
                     (),
@@ -108,10 +111,6 @@ class Train(StageKind):
                 )
             ]
         return []
-
-    @classmethod
-    def output_facts(cls, config: Any, inputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        return dict(inputs.get("model", {}))
 
     def run(self, ctx: StageContext) -> None:
         from torchkiln.runtime.train import run_train

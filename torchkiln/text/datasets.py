@@ -14,7 +14,7 @@ from pydantic import Field, PositiveInt, field_validator
 
 from torchkiln.registry import DatasetConfig, datasets, registered
 from torchkiln.registry.component import Config
-from torchkiln.stages.base import ArtifactRef, LocalPath
+from torchkiln.schemas.fields import ArtifactRef, LocalPath
 from torchkiln.text.tokenizers import TokenizerConfig, WordTokenizer, tokenizers
 
 BBC_TOPICS = ("business", "entertainment", "politics", "sports", "tech")
@@ -53,10 +53,6 @@ class TextDatasetConfig(DatasetConfig):
     cls_token: bool = False
     """Start every sequence with a <cls> token (transformer `pooling: cls` then uses it)."""
 
-    def load(self, seed: int) -> Any:
-        """Read the examples: a `RawText` (see text/loading.py)."""
-        raise NotImplementedError
-
 
 @datasets.register
 class TextTable(TextDatasetConfig):
@@ -82,8 +78,8 @@ class TextTable(TextDatasetConfig):
     def _known_codec(cls, value: str) -> str:
         try:
             codecs.lookup(value)
-        except LookupError:
-            raise ValueError(f"unknown text encoding {value!r} (try utf-8 or latin-1)") from None
+        except LookupError as exc:
+            raise ValueError(f"unknown text encoding {value!r} (try utf-8 or latin-1)") from exc
         return value
 
     def load(self, seed: int) -> Any:

@@ -29,7 +29,6 @@ from torchkiln.io import read_json, write_json
 from torchkiln.registry.registry import did_you_mean
 from torchkiln.runtime.datasets import SPLITS, make_splits, write_dataset
 from torchkiln.runtime.progress import log
-from torchkiln.stages.base import StageContext
 from torchkiln.text.vocab import PAD_INDEX, UNK_INDEX, TextEncoder, Vocabulary
 
 FORMAT = "text_tokens"
@@ -47,14 +46,14 @@ class RawText:
     #: official splits: split name -> example indices (e.g. a separate test file)
     predefined: dict[str, list[int]] = field(default_factory=dict)
 
-    def write(self, ctx: StageContext) -> None:
+    def write(self, out_dir: Path, *, dataset: Any, split: Any, seed: int, task: str) -> None:
         """Split, learn the vocabulary from the train split, encode, write the artifact."""
-        cfg = ctx.config.dataset
+        cfg = dataset
         if len(self.classes) < 2:
             raise RunError(f"a classification dataset needs at least 2 classes ({self.classes})")
         labels = torch.tensor(self.labels, dtype=torch.long)
         predefined = {k: torch.tensor(v, dtype=torch.long) for k, v in self.predefined.items()}
-        splits = make_splits(labels, predefined, ctx.config.split, ctx.seed)
+        splits = make_splits(labels, predefined, split, seed)
         self._check_train_covers_labels(labels, splits)
         tokenized = [cfg.tokenizer.tokenize(t) for t in self.texts]
         train = splits["train"].tolist()
@@ -91,14 +90,14 @@ class RawText:
             sources[s] = [self.sources[i] for i in index]
         from safetensors.torch import save_file
 
-        save_file(tensors, str(ctx.out_dir / "tokens.safetensors"))
-        write_json(ctx.out_dir / "vocab.json", vocab.to_json())
-        write_json(ctx.out_dir / "tokenizer.json", encoder.settings())
-        write_json(ctx.out_dir / "sources.json", sources)
+        save_file(tensors, str(out_dir / "tokens.safetensors"))
+        write_json(out_dir / "vocab.json", vocab.to_json())
+        write_json(out_dir / "tokenizer.json", encoder.settings())
+        write_json(out_dir / "sources.json", sources)
         train_counts = torch.bincount(labels[splits["train"]], minlength=len(self.classes))
         info = DatasetInfo(
             modality="text",
-            task=ctx.task.name,
+            task=task,
             classes=tuple(self.classes),
             input_shape=(),
             counts={s: len(splits[s]) for s in SPLITS},
@@ -114,9 +113,7 @@ class RawText:
                 "train_class_counts": train_counts.tolist(),
             },
         )
-        write_dataset(
-            ctx.out_dir, fmt=FORMAT, info=info, source=ctx.config.dataset.model_dump(mode="json")
-        )
+        write_dataset(out_dir, fmt=FORMAT, info=info, source=dataset.model_dump(mode="json"))
         log(
             f"{len(self.classes)} classes, vocabulary {len(vocab):,} tokens "
             f"(train OOV rate {oov['train']:.2%}, test {oov['test']:.2%}), "
@@ -196,7 +193,7 @@ def _decode(path: Path, encoding: str) -> str:
             f"{path.as_posix()}:{line}:{col}: cannot decode byte 0x{data[exc.start]:02x} as "
             f"{encoding} ({exc.reason}); save the file as {encoding}, or set the dataset's "
             "`encoding:` to the one it uses (e.g. latin-1 or cp1252)"
-        ) from None
+        ) from exc
     text = text.removeprefix("\ufeff")  # a byte-order mark is not part of the first header
     if not text.strip():
         raise RunError(f"{path.as_posix()} is empty; it needs a header row and examples")
@@ -223,7 +220,7 @@ def _read_delimited(path: Path, text: str, cfg: Any, delimiter: str) -> list[tup
         header = next(reader)
     except csv.Error as exc:
         kind = "CSV" if delimiter == "," else "TSV"
-        raise RunError(f"{where}:1: not valid {kind}: {exc}") from None
+        raise RunError(f"{where}:1: not valid {kind}: {exc}") from exc
     columns = [h.strip() for h in header]
     wanted = {}
     for what, name in (("text_column", cfg.text_column), ("label_column", cfg.label_column)):
@@ -250,7 +247,7 @@ def _read_delimited(path: Path, text: str, cfg: Any, delimiter: str) -> list[tup
                 raise RunError(f"{where}:{start}: column {cfg.label_column!r} is empty")
             rows.append((row[wanted["text_column"]], label, f"{where}:{start}"))
     except csv.Error as exc:
-        raise RunError(f"{where}:{line + 1}: {exc}") from None
+        raise RunError(f"{where}:{line + 1}: {exc}") from exc
     return rows
 
 
@@ -263,7 +260,7 @@ def _read_jsonl(path: Path, text: str, cfg: Any) -> list[tuple[str, str, str]]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise RunError(f"{where}:{number}:{exc.colno}: not valid JSON: {exc.msg}") from None
+            raise RunError(f"{where}:{number}:{exc.colno}: not valid JSON: {exc.msg}") from exc
         if not isinstance(record, dict):
             raise RunError(f"{where}:{number}: each line must be a JSON object")
         for key in (cfg.text_column, cfg.label_column):
@@ -379,6 +376,9 @@ class TextSplit:
 
     def __len__(self) -> int:
         return int(self.targets.shape[0])
+
+    def materialize(self, max_bytes: int = 0) -> TextSplit:
+        return self  # the token ids are in memory already
 
     def batch(self, index: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         index = index.to(torch.long)

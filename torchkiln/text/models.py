@@ -16,7 +16,7 @@ from pydantic import Field, PositiveInt, model_validator
 from torchkiln.data.info import DatasetInfo
 from torchkiln.registry import ModelConfig, models
 from torchkiln.registry.component import Config
-from torchkiln.stages.base import LocalPath
+from torchkiln.schemas.fields import LocalPath
 
 Dropout = Annotated[float, Field(ge=0, lt=1)]
 Width = Annotated[int, Field(ge=1, le=65_536)]

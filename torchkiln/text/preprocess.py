@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from torch import nn
 from torchkiln.data.info import DatasetInfo
 from torchkiln.io import atomic_write_text
 from torchkiln.runtime.exporting import ExportTarget
+from torchkiln.runtime.preprocess import Preprocessor, Rebuild
 
 #: sequence length of the example batch exports are traced with
 TRACE_LENGTH = 16
@@ -43,7 +43,7 @@ logits = session.run(None, {"tokens": tokens, "lengths": lengths})[0]
 # or, from a shell: kiln predict pipelines/<name>.yaml "some text\""""
 
 
-class TextPreprocessor:
+class TextPreprocessor(Preprocessor):
     """Stored batches are already model inputs: nothing to transform."""
 
     def __init__(self, info: DatasetInfo) -> None:
@@ -59,10 +59,7 @@ class TextPreprocessor:
         return inputs
 
     def export_target(
-        self,
-        model: nn.Module,
-        stored: tuple[torch.Tensor, ...],
-        rebuild: Callable[[dict[str, torch.Tensor]], nn.Module],
+        self, model: nn.Module, stored: tuple[torch.Tensor, ...], rebuild: Rebuild
     ) -> ExportTarget:
         """Exported text models take `tokens` (int64 [batch, sequence], right-padded with 0)
         and `lengths` (int64 [batch]) and return class logits.

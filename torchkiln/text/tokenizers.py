@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from abc import abstractmethod
 from typing import Any, ClassVar, Literal
 
 from pydantic import field_validator
@@ -34,8 +35,9 @@ class TokenizerConfig(Component):
     #: How tokens are joined back into readable text (misclassified examples, previews).
     joiner: ClassVar[str] = " "
 
+    @abstractmethod
     def tokenize(self, text: str) -> list[str]:
-        raise NotImplementedError
+        """The tokens of `text`, in order."""
 
 
 tokenizers: Registry[type[TokenizerConfig]] = Registry(
@@ -70,7 +72,7 @@ class WordTokenizer(TokenizerConfig):
         try:
             compiled = re.compile(value)
         except re.error as exc:
-            raise ValueError(f"not a valid regular expression: {exc}") from None
+            raise ValueError(f"not a valid regular expression: {exc}") from exc
         if compiled.match(""):
             raise ValueError("the pattern matches the empty string, so it would loop forever")
         return value

@@ -77,15 +77,15 @@ def load_pretrained(embedding: nn.Embedding, dataset: Any, cfg: Any) -> dict[str
                 continue
             try:
                 vector = [float(v) for v in values]
-            except ValueError:
-                raise RunError(f"{cfg.path}:{number}: not a vector of numbers") from None
+            except ValueError as exc:
+                raise RunError(f"{cfg.path}:{number}: not a vector of numbers") from exc
             for i in hits:
                 if i not in exact:
                     found[i] = vector
             if word in wanted:
                 exact.add(wanted[word])
     except UnicodeDecodeError as exc:
-        raise RunError(f"{cfg.path} is not UTF-8 text ({exc.reason})") from None
+        raise RunError(f"{cfg.path} is not UTF-8 text ({exc.reason})") from exc
     with torch.no_grad():
         if found:
             rows_index = torch.tensor(sorted(found))

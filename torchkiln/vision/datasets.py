@@ -7,18 +7,16 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, PositiveInt, StringConstraints
 
 from torchkiln.registry import DatasetConfig, datasets
-from torchkiln.stages.base import LocalPath
+from torchkiln.schemas.fields import LocalPath
 
 ImageSize = PositiveInt | Annotated[list[PositiveInt], Field(min_length=2, max_length=2)]
 Digit = Annotated[int, Field(ge=0, le=9)]
 
 
 class _ImageDataset(DatasetConfig):
-    modality: ClassVar[str] = "image"
+    """Image datasets: `load()` returns a `RawImages` (vision/loading.py)."""
 
-    def load(self, seed: int) -> Any:
-        """Read the examples: a `RawImages` (see vision/loading.py)."""
-        raise NotImplementedError
+    modality: ClassVar[str] = "image"
 
 
 @datasets.register

@@ -16,9 +16,8 @@ from torchkiln.data.info import DatasetInfo
 from torchkiln.errors import RunError
 from torchkiln.io import write_json
 from torchkiln.registry.registry import did_you_mean
-from torchkiln.runtime.datasets import SPLITS, make_splits, write_dataset
+from torchkiln.runtime.datasets import MEMORY_LIMIT, SPLITS, make_splits, write_dataset
 from torchkiln.runtime.progress import log, progress
-from torchkiln.stages.base import StageContext
 
 
 @dataclass
@@ -54,17 +53,17 @@ class RawImages:
         std = std.clamp_min(1e-3)  # a constant channel must not divide by zero
         return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
 
-    def write(self, ctx: StageContext) -> None:
-        """Split, then write the dataset artifact into `ctx.out_dir`."""
+    def write(self, out_dir: Path, *, dataset: Any, split: Any, seed: int, task: str) -> None:
+        """Split, then write the dataset artifact into `out_dir`."""
         if len(self.classes) < 2:
             raise RunError(f"a classification dataset needs at least 2 classes ({self.classes})")
-        splits = make_splits(self.labels, self.predefined, ctx.config.split, ctx.seed)
+        splits = make_splits(self.labels, self.predefined, split, seed)
         mean, std = self._stats(splits["train"])
         shape = tuple(self.images.shape[1:]) if self.images is not None else self.shape
         train_counts = torch.bincount(self.labels[splits["train"]], minlength=len(self.classes))
         info = DatasetInfo(
             modality="image",
-            task=ctx.task.name,
+            task=task,
             classes=tuple(self.classes),
             input_shape=tuple(int(v) for v in shape),
             counts={s: len(splits[s]) for s in SPLITS},
@@ -72,7 +71,7 @@ class RawImages:
             std=tuple(std),
             extra={"train_class_counts": train_counts.tolist()},
         )
-        source = ctx.config.dataset.model_dump(mode="json")
+        source = dataset.model_dump(mode="json")
         if self.images is not None:
             from safetensors.torch import save_file
 
@@ -80,8 +79,8 @@ class RawImages:
             for s in SPLITS:
                 tensors[f"{s}.x"] = self.images[splits[s]].contiguous()
                 tensors[f"{s}.y"] = self.labels[splits[s]].contiguous()
-            save_file(tensors, str(ctx.out_dir / "data.safetensors"))
-            write_dataset(ctx.out_dir, fmt="tensors", info=info, source=source)
+            save_file(tensors, str(out_dir / "data.safetensors"))
+            write_dataset(out_dir, fmt="tensors", info=info, source=source)
         else:
             index = {
                 s: [
@@ -90,9 +89,9 @@ class RawImages:
                 ]
                 for s in SPLITS
             }
-            write_json(ctx.out_dir / "index.json", {"root": self.root, "splits": index})
+            write_json(out_dir / "index.json", {"root": self.root, "splits": index})
             write_dataset(
-                ctx.out_dir,
+                out_dir,
                 fmt="image_index",
                 info=info,
                 source=source,
@@ -229,7 +228,7 @@ def load_image_folder(cfg: Any, seed: int) -> RawImages:
             raise RunError(
                 f"cannot read image {path.as_posix()}: {exc.__class__.__name__}: {exc}. "
                 "Fix or remove the file, or set `skip_corrupt: true` on the dataset to skip it"
-            ) from None
+            ) from exc
         if first_shape is None:
             first_shape = array.shape
         elif array.shape != first_shape:
@@ -306,7 +305,7 @@ def load_torchvision(cfg: Any, seed: int) -> RawImages:
                 parts[split] = cls(str(root))
                 break
     except (RuntimeError, OSError) as exc:
-        raise RunError(f"cannot read torchvision {cfg.dataset} from {cfg.root!r}: {exc}") from None
+        raise RunError(f"cannot read torchvision {cfg.dataset} from {cfg.root!r}: {exc}") from exc
     images, labels, predefined, offset = [], [], {}, 0
     for split, ds in parts.items():
         data = getattr(ds, "data", None)
@@ -342,6 +341,7 @@ class ImageIndexSplit:
     targets: torch.Tensor
     channels: int
     size: tuple[int, int]
+    lengths: torch.Tensor | None = None  # images of one size
 
     def __len__(self) -> int:
         return len(self.files)
@@ -351,16 +351,20 @@ class ImageIndexSplit:
         try:
             array = decode_image(path, self.channels, self.size)
         except Exception as exc:
-            raise RunError(f"cannot read image {path.as_posix()}: {exc}") from None
+            raise RunError(f"cannot read image {path.as_posix()}: {exc}") from exc
         return torch.from_numpy(array), self.targets[i]
 
     def batch(self, index: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         items = [self[int(i)] for i in index]
         return (torch.stack([x for x, _ in items]),), torch.stack([y for _, y in items])
 
-    def materialize(self) -> Any:
-        """Decode every image once into memory (checking each file is unchanged)."""
+    def materialize(self, max_bytes: int = MEMORY_LIMIT) -> Any:
+        """Decode every image once into memory (checking each file is unchanged), when the
+        split fits in `max_bytes`; else images are decoded batch by batch, every epoch."""
         from torchkiln.runtime.datasets import TensorSplit
+
+        if len(self) * self.channels * self.size[0] * self.size[1] > max_bytes:
+            return self
 
         images = torch.empty((len(self), self.channels, *self.size), dtype=torch.uint8)
         for i in progress(range(len(self)), "decoding images"):

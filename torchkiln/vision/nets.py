@@ -83,7 +83,7 @@ def torchvision_model(cfg: Any, info: DatasetInfo) -> nn.Module:
             arch, weights=None, num_classes=info.num_classes, **cfg.kwargs
         )
     except TypeError as exc:
-        raise RunError(f"torchvision model {arch!r} rejected its arguments: {exc}") from None
+        raise RunError(f"torchvision model {arch!r} rejected its arguments: {exc}") from exc
     channels = info.in_channels
     if channels == 3:
         return model

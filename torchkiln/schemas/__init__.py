@@ -1,0 +1,1 @@
+"""The spec language: positioned YAML, field types, validation, error messages."""
