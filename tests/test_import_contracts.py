@@ -12,7 +12,7 @@ from pathlib import Path
 from cli_tools import ROOT
 
 sys.path.insert(0, str(ROOT))
-from tools.import_contracts import import_time_lines  # noqa: E402
+from tools.import_contracts import import_time_lines
 
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 

@@ -77,6 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debugging():
             raise
         return report(exc)
+    except BrokenPipeError:  # `kiln list | head`: the reader left; say nothing more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # as a process killed by SIGPIPE
 
 
 def report(exc: KilnError | KeyboardInterrupt) -> int:

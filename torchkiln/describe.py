@@ -13,6 +13,7 @@ from pydantic_core import PydanticUndefined
 
 from torchkiln.registry.component import registered
 from torchkiln.registry.registry import Registry, choices_text
+from torchkiln.stages.base import StageKind
 
 _BOUNDS = ((at.Gt, ">", "gt"), (at.Ge, ">=", "ge"), (at.Lt, "<", "lt"), (at.Le, "<=", "le"))
 
@@ -103,8 +104,9 @@ def registry_text(registry: Registry[Any], verbose: bool = True) -> str:
         lines.append(f"  {name:<22} {summary}")
         if not verbose:
             continue
-        config = getattr(entry, "config", entry)  # stage kinds carry their config model
-        if getattr(entry, "consumes", None) is not None and hasattr(entry, "produces"):
+        config = entry
+        if isinstance(entry, type) and issubclass(entry, StageKind):
+            config = entry.config  # a stage kind carries its config model
             takes = ", ".join(
                 f"{slot} ({s.artifact}{', optional' if s.optional else ''})"
                 for slot, s in entry.consumes.items()

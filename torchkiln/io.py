@@ -1,8 +1,9 @@
 """Atomic, byte-stable file output. Nothing here imports torch.
 
-Every output goes to a temporary file in the same folder and is renamed into place,
-so a crash never leaves a half-written file for DVC to cache. JSON is written with
-sorted keys and a trailing newline, so equal content means equal bytes.
+Every output goes to a temporary file in the same folder, is flushed to the disk
+(fsync), and is renamed into place, so a crash or a power cut never leaves a half-written
+file for DVC to cache. JSON is written with sorted keys and a trailing newline, so equal
+content means equal bytes.
 """
 
 from __future__ import annotations
@@ -18,9 +19,27 @@ from pathlib import Path
 from typing import Any
 
 
+def _fsync(path: Path, directory: bool = False) -> None:
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        if directory:  # some platforms cannot open a folder: nothing more to do there
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not directory:
+            raise
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success rename it over `path`."""
+    """Yield a temporary path beside `path` for the caller (or a library) to write; on
+    success, flush it to the disk and rename it over `path`. On failure nothing changes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -28,7 +47,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
     os.chmod(tmp_path, 0o644)  # mkstemp makes 0600 files; outputs are ordinary files
     try:
         yield tmp_path
+        _fsync(tmp_path)
         os.replace(tmp_path, path)
+        _fsync(path.parent, directory=True)  # the rename itself survives a crash
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -41,6 +62,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_copy(source: Path, target: Path) -> None:
+    """Copy a file atomically (never a half-copied `target`)."""
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
 
 
 def json_text(data: Any) -> str:
@@ -71,23 +98,3 @@ def sha256_tree(folder: Path) -> str:
         digest.update(b"\0")
         digest.update(sha256_file(path).encode())
     return digest.hexdigest()
-
-
-@contextlib.contextmanager
-def staged_dir(final: Path) -> Iterator[Path]:
-    """Build a folder beside `final` and swap it into place only when complete.
-
-    A failed stage leaves no folder that looks complete: the old one is removed
-    before the new one is built (as DVC does), and the new one appears on success only.
-    """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if final.exists():
-        shutil.rmtree(final)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
-    os.chmod(staging, 0o755)
-    try:
-        yield staging
-        os.replace(staging, final)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)

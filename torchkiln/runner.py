@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from torchkiln.errors import RunError, UsageError
 from torchkiln.layout import scratch_dir, stage_paths
@@ -58,20 +60,42 @@ def _inputs(pipeline: Pipeline, name: str) -> dict[str, Path]:
 
 
 def run_stage(pipeline: Pipeline, name: str, *, log: bool = True) -> float:
-    """Run one stage; returns its wall time in seconds."""
-    from torchkiln.runtime.device import seed_everything
+    """Run one stage; returns its wall time in seconds.
+
+    A stage whose `distributed:` settings ask for several processes is run by that many
+    workers (`runtime/launch.py`), each of which comes back here; in a worker, only rank 0
+    touches `runs/` (it removes the old outputs and moves the new ones into place)."""
+    from torchkiln.runtime import distributed, launch
     from torchkiln.runtime.progress import log as say
 
     node = pipeline.stages[name]
-    paths = stage_paths(pipeline.name, name)
-    inputs = _inputs(pipeline, name)
-    for leftover in paths.root.glob(".staging-*") if paths.root.exists() else []:
-        shutil.rmtree(leftover, ignore_errors=True)
-    for old in (paths.out, paths.metrics, paths.plots):
-        _remove(old)
-    paths.root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=paths.root))
-    ctx = StageContext(
+    settings = node.kind.distributed(node.config)
+    if settings is not None and not distributed.launched():
+        workers = _workers(pipeline, settings)
+        if workers > 1:
+            if log:
+                say(f"== {pipeline.name}: {name} ({node.kind.name}) on {workers} processes ==")
+            start = time.perf_counter()
+            command = [sys.executable, "-m", "torchkiln.cli", "run", pipeline.file]
+            launch.run_workers([*command, "--stage", name], workers, stage=name)
+            return time.perf_counter() - start
+    launch.follow_launcher()
+    if distributed.from_environment().main:  # alone, or rank 0 of the workers
+        return _run_here(pipeline, name, log=log and not distributed.launched())
+    return _run_as_helper(pipeline, name)
+
+
+def _workers(pipeline: Pipeline, settings: Any) -> int:
+    from torchkiln.runtime.device import resolve_device
+    from torchkiln.runtime.distributed import wanted_processes
+
+    device = resolve_device(pipeline.device, deterministic=pipeline.deterministic)
+    return wanted_processes(settings, device)
+
+
+def _context(pipeline: Pipeline, name: str, root: Path) -> StageContext:
+    node = pipeline.stages[name]
+    return StageContext(
         pipeline=pipeline.name,
         stage=name,
         config=node.config,
@@ -79,13 +103,31 @@ def run_stage(pipeline: Pipeline, name: str, *, log: bool = True) -> float:
         task=pipeline.task,
         device=pipeline.device,
         deterministic=pipeline.deterministic,
-        inputs=inputs,
-        out_dir=staging / "out",
-        metrics_path=staging / "metrics.json",
-        plots_dir=staging / "plots",
+        inputs=_inputs(pipeline, name),
+        out_dir=root / "out",
+        metrics_path=root / "metrics.json",
+        plots_dir=root / "plots",
         scratch_dir=scratch_dir(pipeline.name, name),
         spec_digest=pipeline.digest() if "*" in node.kind.reads else "",
     )
+
+
+def _run_here(pipeline: Pipeline, name: str, *, log: bool) -> float:
+    """Run a stage in this process (alone, or as rank 0 of its workers): staged outputs,
+    moved into place only when the stage succeeds."""
+    from torchkiln.runtime.device import seed_everything
+    from torchkiln.runtime.progress import log as say
+
+    node = pipeline.stages[name]
+    paths = stage_paths(pipeline.name, name)
+    _inputs(pipeline, name)  # before anything is removed: a missing input changes nothing
+    for leftover in paths.root.glob(".staging-*") if paths.root.exists() else []:
+        shutil.rmtree(leftover, ignore_errors=True)
+    for old in (paths.out, paths.metrics, paths.plots):
+        _remove(old)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=paths.root))
+    ctx = _context(pipeline, name, staging)
     ctx.out_dir.mkdir()
     if log:
         say(f"== {pipeline.name}: {name} ({node.kind.name}) ==")
@@ -104,6 +146,24 @@ def run_stage(pipeline: Pipeline, name: str, *, log: bool = True) -> float:
                 os.replace(produced, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    return time.perf_counter() - start
+
+
+def _run_as_helper(pipeline: Pipeline, name: str) -> float:
+    """A worker other than rank 0: it trains, but writes nothing under runs/ (its context
+    points at a private folder, removed afterwards)."""
+    from torchkiln.runtime.device import seed_everything
+
+    node = pipeline.stages[name]
+    start = time.perf_counter()
+    private = Path(tempfile.mkdtemp(prefix="kiln-worker-"))
+    try:
+        ctx = _context(pipeline, name, private)
+        ctx.out_dir.mkdir()
+        seed_everything(pipeline.seed)
+        node.kind().run(ctx)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
     return time.perf_counter() - start
 
 

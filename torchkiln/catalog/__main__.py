@@ -6,7 +6,8 @@ import sys
 
 from torchkiln.catalog import CATALOG_FILE
 from torchkiln.catalog.generate import build_catalog, dump
+from torchkiln.io import atomic_write_text
 
 if __name__ == "__main__":
-    CATALOG_FILE.write_text(dump(build_catalog()), encoding="utf-8")
+    atomic_write_text(CATALOG_FILE, dump(build_catalog()))
     print(f"wrote {CATALOG_FILE}", file=sys.stderr)

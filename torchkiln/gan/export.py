@@ -12,17 +12,10 @@ from torchkiln.runtime.exporting import ExportTarget
 
 NOISE_SEED = 1234
 
-USAGE = """\
-import torch
-generator = torch.jit.load("model.pt")                  # no torchkiln needed
-noise = torch.randn(64, {latent_dim})
-images = generator(noise)                          # float32 in [0, 1], N x {shape}
-
-import onnxruntime
-session = onnxruntime.InferenceSession("model.onnx")
-images = session.run(None, {{"noise": noise.numpy()}})[0]
-
-# or, in the project: kiln sample pipelines/<spec>.yaml -n 64 -o grid.png"""
+USAGE = {
+    "prepare": "noise = torch.randn(64, {latent_dim})     # images: float32 in [0, 1], N x {shape}",
+    "footer": "# or, in the project: kiln sample pipelines/<spec>.yaml -n 64 -o grid.png",
+}
 
 
 class GeneratorModule(nn.Module):
@@ -72,7 +65,10 @@ def generator_target(
                 "input": f"float32 noise from a standard normal, N x {latent_dim}",
                 "shape": [latent_dim],
                 "modality": "noise",
-                "usage": USAGE.format(latent_dim=latent_dim, shape=shown),
+                "usage": {
+                    key: text.format(latent_dim=latent_dim, shape=shown)
+                    for key, text in USAGE.items()
+                },
             },
             "output": f"float32 in [0, 1], N x {shown}",
         },

@@ -34,6 +34,7 @@ from torchkiln.stages.base import (
     Problems,
     StageConfig,
 )
+from torchkiln.stages.distributed import DistributedConfig, distributed_problems
 
 if TYPE_CHECKING:  # pragma: no cover
     from torchkiln.runtime.context import StageContext
@@ -89,6 +90,9 @@ class TrainGanConfig(StageConfig):
     """DataLoader worker processes for datasets read from files (in-memory data needs none)."""
     resume: bool = True
     """Resume an interrupted run from its last epoch checkpoint."""
+    distributed: DistributedConfig | None = None
+    """Train on several processes (torch.distributed DDP; both networks are wrapped),
+    e.g. `{nproc: 2}`; default: one process."""
 
 
 def gan_model_problems(kind: str, inputs: Mapping[str, Facts]) -> Problems:
@@ -141,6 +145,15 @@ class TrainGan(ModelStageKind):
     @classmethod
     def check(cls, config: Any, inputs: Mapping[str, Facts], facts: GraphFacts) -> Problems:
         problems = gan_model_problems(cls.name, inputs)
+        problems += distributed_problems(config.distributed, config.batch_size, facts.device)
+        if config.distributed is not None and config.distributed.strategy == "fsdp":
+            problems.append(
+                (
+                    ("distributed", "strategy"),
+                    "train_gan shards nothing: use strategy ddp (GANs here are small "
+                    "enough for one device)",
+                )
+            )
         networks = {"generator": config.generator, "discriminator": config.discriminator}
         for net, settings in networks.items():
             scheduler = settings.scheduler
@@ -153,6 +166,10 @@ class TrainGan(ModelStageKind):
                     )
                 )
         return problems
+
+    @classmethod
+    def distributed(cls, config: Any) -> DistributedConfig | None:
+        return config.distributed
 
     def run(self, ctx: StageContext) -> None:
         from torchkiln.gan.train import run_train_gan

@@ -14,10 +14,26 @@ ALL_REGISTRIES: dict[str, Registry[Any]] = {}
 
 
 def suggest(word: str, choices: list[str], n: int = 3) -> list[str]:
-    """Up to `n` close matches for a misspelt name, best first (case-insensitive)."""
+    """Up to `n` likely meanings of a misspelt name, best first (case-insensitive): the
+    name after a namespace (`resnet18` -> `torchvision/resnet18`), names it begins
+    (`f1` -> `f1_macro`), then close spellings of whole names or of names after their
+    namespace."""
+    wanted = str(word).lower()
     lowered = {c.lower(): c for c in choices}
-    hits = difflib.get_close_matches(str(word).lower(), list(lowered), n=n, cutoff=0.6)
-    return [lowered[h] for h in hits]
+    tails = {c.rsplit("/", 1)[1]: full for c, full in lowered.items() if "/" in c}
+    if wanted in tails:  # the same name, in its namespace: nothing else is as likely
+        return [tails[wanted]]
+    hits: list[str] = []
+    if len(wanted) >= 2:
+        hits += sorted((c for c in lowered if c.startswith(wanted) and c != wanted), key=len)
+    hits += difflib.get_close_matches(wanted, list(lowered), n=n, cutoff=0.6)
+    hits += [tails[t] for t in difflib.get_close_matches(wanted, list(tails), n=n, cutoff=0.6)]
+    found = []
+    for hit in hits:
+        name = lowered.get(hit, hit)
+        if name not in found:
+            found.append(name)
+    return found[:n]
 
 
 def did_you_mean(word: str, choices: list[str]) -> str:

@@ -21,7 +21,7 @@ import torch
 from torchkiln.data import formats
 from torchkiln.data.info import DatasetInfo
 from torchkiln.errors import RunError
-from torchkiln.io import read_json, write_json
+from torchkiln.io import atomic_path, read_json, write_json
 
 SPLITS = ("train", "val", "test")
 
@@ -107,6 +107,14 @@ def read_tensors(artifact: DatasetArtifact, split: str) -> SplitData:
     names = sorted(k.split(".", 1)[1] for k in tensors if k.startswith(f"{split}.x"))
     inputs = tuple(tensors[f"{split}.{n}"] for n in names)
     return TensorSplit(inputs, tensors[f"{split}.y"])
+
+
+def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """A safetensors file, written atomically (every artifact's tensors go through here)."""
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp))
 
 
 def write_dataset(

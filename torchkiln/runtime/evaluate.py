@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import torch
 
 from torchkiln.errors import RunError
-from torchkiln.io import atomic_write_text, write_json
+from torchkiln.io import atomic_write_bytes, atomic_write_text, write_json
 from torchkiln.runtime.context import StageContext
 from torchkiln.runtime.datasets import open_dataset
 from torchkiln.runtime.device import resolve_device
@@ -51,8 +52,10 @@ def confusion_png(matrix: list[list[int]], classes: list[str], path: Any) -> Non
             color = "white" if matrix[i][j] > peak / 2 else "black"
             ax.text(j, i, str(matrix[i][j]), ha="center", va="center", color=color, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, format="png", metadata={"Software": None})
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", metadata={"Software": None})
     plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def run_evaluate(ctx: StageContext) -> None:

@@ -182,32 +182,49 @@ def card_markdown(card: dict[str, Any]) -> str:
         "## Use",
         "",
         "```python",
-        card["input"].get("usage") or default_usage(card),
+        usage_snippet(card),
         "```",
         "",
     ]
     return "\n".join(lines)
 
 
-def default_usage(card: dict[str, Any]) -> str:
-    """The model card's usage snippet, from the export's input and output names (unless the
-    input description gives a "usage" of its own)."""
-    inputs = card.get("inputs") or ["images"]
+def usage_snippet(card: dict[str, Any]) -> str:
+    """The model card's "Use" snippet: how to make the inputs (the export target's
+    `usage.prepare`, else a comment describing them), then one block per format that was
+    exported, and the target's `usage.footer` (e.g. the kiln command that does it all)."""
+    usage = card["input"].get("usage") or {}
+    formats = {f["format"] for f in card["files"]}
+    inputs = card.get("inputs") or ["inputs"]
     output = (card.get("outputs") or ["outputs"])[0]
     args = ", ".join(inputs)
-    feeds = ", ".join(f'"{name}": {name}.numpy()' for name in inputs)
     described = card["input"].get("input")
-    return "\n".join(
-        [
-            "import torch",
-            'model = torch.jit.load("model.pt")          # no torchkiln needed',
-            f"{output} = model({args})" + (f"  # {args}: {described}" if described else ""),
+    lines = ["import torch", ""]
+    lines.append(usage.get("prepare") or f"# {args}: {described or 'the model inputs'}")
+    if "torchscript" in formats:
+        lines += [
             "",
-            "import onnxruntime",
+            'model = torch.jit.load("model.pt")          # no torchkiln needed',
+            f"{output} = model({args})",
+        ]
+    if "onnx" in formats:
+        feeds = ", ".join(f'"{name}": {name}.numpy()' for name in inputs)
+        lines += [
+            "",
+            "import onnxruntime                           # no torch needed at all",
             'session = onnxruntime.InferenceSession("model.onnx")',
             f"{output} = session.run(None, {{{feeds}}})[0]",
         ]
-    )
+    if "safetensors" in formats:
+        lines += [
+            "",
+            "from safetensors.torch import load_file",
+            'weights = load_file("model.safetensors")    # model.json names the architecture:',
+            "# rebuilt with torchkiln.runtime.model_artifact (or your own copy of the model)",
+        ]
+    if usage.get("footer"):
+        lines += ["", usage["footer"]]
+    return "\n".join(lines)
 
 
 def export_folder(pipeline: str, stage: str = "export") -> Path:

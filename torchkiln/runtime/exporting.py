@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from torchkiln.errors import RunError
-from torchkiln.io import atomic_path, atomic_write_bytes, sha256_file
+from torchkiln.io import atomic_write_bytes, sha256_file
 
 
 @dataclass
@@ -189,11 +189,12 @@ def _opset(proto: Any) -> int:
 
 
 def export_safetensors(cfg: Any, target: ExportTarget, out_dir: Path) -> dict[str, Any]:
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
+
+    from torchkiln.runtime.datasets import write_tensors
 
     path = out_dir / "model.safetensors"
-    with atomic_path(path) as tmp:
-        save_file(target.weights, str(tmp))
+    write_tensors(path, target.weights)
     rebuilt = target.rebuild(load_file(path)).eval()
     diff = 0.0
     with torch.no_grad():

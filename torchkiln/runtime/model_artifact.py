@@ -19,6 +19,7 @@ from torchkiln.data.info import DatasetInfo
 from torchkiln.errors import RunError
 from torchkiln.io import read_json, write_json
 from torchkiln.registry import kinds
+from torchkiln.runtime.datasets import write_tensors
 
 WEIGHTS = "weights.safetensors"
 
@@ -29,9 +30,7 @@ def state_for_saving(module: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
-    from safetensors.torch import save_file
-
-    save_file(state, str(path))
+    write_tensors(path, state)
 
 
 @dataclass

@@ -251,9 +251,10 @@ def _cross_checks(
     nodes: dict[str, StageNode],
     order: list[str],
     task: TaskConfig,
+    device: str,
     issues: list[Issue],
 ) -> None:
-    facts = GraphFacts(task=task)
+    facts = GraphFacts(task=task, device=device)
     for name in order:
         node = nodes[name]
         inputs = {slot: facts.by_stage.get(src, NO_FACTS) for slot, src in node.inputs.items()}
@@ -320,7 +321,7 @@ def validate_document(doc: YamlDocument, path: Path) -> Pipeline:
             nodes[key] = StageNode(key, kind, config)
     order = _wire(doc, nodes, invalid, issues) if header else list(nodes)
     if header and task is not None and not issues:
-        _cross_checks(doc, nodes, order, task, issues)
+        _cross_checks(doc, nodes, order, task, header.device, issues)
     if issues:
         raise SpecError(issues)
     assert header is not None and task is not None

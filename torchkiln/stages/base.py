@@ -22,6 +22,7 @@ from torchkiln.schemas.fields import StageName
 if TYPE_CHECKING:  # pragma: no cover
     from torchkiln.registry.kinds import TaskConfig
     from torchkiln.runtime.context import StageContext
+    from torchkiln.stages.distributed import DistributedConfig
 
 #: (location within the stage block, message) pairs from a kind's cross-stage `check()`
 Problems = list[tuple[tuple[str | int, ...], str]]
@@ -76,6 +77,8 @@ class GraphFacts:
     """What validation knows about each stage's output, and the pipeline's task."""
 
     task: TaskConfig
+    #: the spec's `device:` (auto, cpu, cuda, cuda:N, mps)
+    device: str = "auto"
     by_stage: dict[str, Facts] = field(default_factory=dict)
 
 
@@ -117,6 +120,12 @@ class StageKind(ABC):
     def plot_specs(cls, config: Any, inputs: Mapping[str, Facts]) -> tuple[PlotSpec, ...]:
         """The plot files this stage writes for this config (DVC must be told exactly)."""
         return cls.plots
+
+    @classmethod
+    def distributed(cls, config: Any) -> DistributedConfig | None:
+        """The stage's `distributed:` settings when it can train on several processes (the
+        runner then starts them), else None."""
+        return None
 
     @abstractmethod
     def run(self, ctx: StageContext) -> None:

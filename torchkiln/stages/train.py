@@ -28,6 +28,7 @@ from torchkiln.stages.base import (
     Problems,
     StageConfig,
 )
+from torchkiln.stages.distributed import DistributedConfig, distributed_problems
 
 if TYPE_CHECKING:  # pragma: no cover
     from torchkiln.runtime.context import StageContext
@@ -81,6 +82,9 @@ class TrainConfig(StageConfig):
     """Compile the model with torch.compile."""
     resume: bool = True
     """Resume an interrupted run from its last epoch checkpoint."""
+    distributed: DistributedConfig | None = None
+    """Train on several processes (torch.distributed DDP or FSDP), e.g. `{nproc: 2}`;
+    default: one process."""
 
 
 @stages.register
@@ -102,15 +106,20 @@ class Train(ModelStageKind):
         needs_val = config.early_stopping is not None or (
             config.scheduler is not None and config.scheduler.needs_metric
         )
+        problems = distributed_problems(config.distributed, config.batch_size, facts.device)
         if needs_val and "dataset" in inputs and inputs["dataset"].has_val is False:
-            return [
+            problems.append(
                 (
                     (),
                     f"early stopping and plateau schedules watch {config.monitor}, "
                     "but load_data's split.val is 0",
                 )
-            ]
-        return []
+            )
+        return problems
+
+    @classmethod
+    def distributed(cls, config: Any) -> DistributedConfig | None:
+        return config.distributed
 
     def run(self, ctx: StageContext) -> None:
         from torchkiln.runtime.train import run_train

@@ -27,7 +27,7 @@ from torchkiln.data.info import DatasetInfo
 from torchkiln.errors import RunError
 from torchkiln.io import read_json, write_json
 from torchkiln.registry.registry import did_you_mean
-from torchkiln.runtime.datasets import SPLITS, make_splits, write_dataset
+from torchkiln.runtime.datasets import SPLITS, make_splits, write_dataset, write_tensors
 from torchkiln.runtime.progress import log
 from torchkiln.text.vocab import PAD_INDEX, UNK_INDEX, TextEncoder, Vocabulary
 
@@ -88,9 +88,7 @@ class RawText:
             unknown = sum(t == UNK_INDEX for t in flat) - sum(len(tokenized[i]) == 0 for i in index)
             oov[s] = round(unknown / raw, 6) if raw else 0.0
             sources[s] = [self.sources[i] for i in index]
-        from safetensors.torch import save_file
-
-        save_file(tensors, str(out_dir / "tokens.safetensors"))
+        write_tensors(out_dir / "tokens.safetensors", tensors)
         write_json(out_dir / "vocab.json", vocab.to_json())
         write_json(out_dir / "tokenizer.json", encoder.settings())
         write_json(out_dir / "sources.json", sources)

@@ -10,7 +10,6 @@ exported files alone (`kiln predict`, or the snippet in the model card).
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import torch
 from torch import nn
 
 from torchkiln.data.info import DatasetInfo
-from torchkiln.io import atomic_write_text
+from torchkiln.io import atomic_copy, atomic_write_text
 from torchkiln.runtime.exporting import ExportTarget
 from torchkiln.runtime.preprocess import Preprocessor, Rebuild
 
@@ -27,20 +26,17 @@ TRACE_LENGTH = 16
 #: what the export folder needs besides the model to classify raw text
 EXPORT_FILES = ("tokenizer.json", "vocab.json")
 
-USAGE = """\
-import json, numpy as np, onnxruntime
+USAGE = {
+    "prepare": """\
 from torchkiln.text.vocab import TextEncoder      # or re-implement: see tokenizer.json
-
-encoder = TextEncoder.from_folder(folder)         # tokenizer.json + vocab.json
+encoder = TextEncoder.from_folder(".")            # tokenizer.json + vocab.json
 ids = [encoder.encode(t) for t in texts]
-lengths = np.array([len(i) for i in ids], dtype=np.int64)
-tokens = np.zeros((len(ids), lengths.max()), dtype=np.int64)   # 0 is <pad>
+lengths = torch.tensor([len(i) for i in ids])
+tokens = torch.zeros(len(ids), int(lengths.max()), dtype=torch.long)   # 0 is <pad>
 for row, i in enumerate(ids):
-    tokens[row, : len(i)] = i
-session = onnxruntime.InferenceSession(f"{folder}/model.onnx")
-logits = session.run(None, {"tokens": tokens, "lengths": lengths})[0]
-# or: torch.jit.load(f"{folder}/model.pt")(torch.from_numpy(tokens), torch.from_numpy(lengths))
-# or, from a shell: kiln predict pipelines/<name>.yaml "some text\""""
+    tokens[row, : len(i)] = torch.tensor(i)""",
+    "footer": '# or, from a shell: kiln predict pipelines/<name>.yaml "some text"',
+}
 
 
 class TextPreprocessor(Preprocessor):
@@ -92,7 +88,7 @@ class TextPreprocessor(Preprocessor):
     def export_files(self, dataset_dir: Path, out_dir: Path) -> list[str]:
         """Copy the tokenizer settings and vocabulary next to the exported model."""
         for name in EXPORT_FILES:
-            shutil.copyfile(dataset_dir / name, out_dir / name)
+            atomic_copy(dataset_dir / name, out_dir / name)
         return list(EXPORT_FILES)
 
     def write_mistakes(

@@ -16,7 +16,13 @@ from torchkiln.data.info import DatasetInfo
 from torchkiln.errors import RunError
 from torchkiln.io import write_json
 from torchkiln.registry.registry import did_you_mean
-from torchkiln.runtime.datasets import MEMORY_LIMIT, SPLITS, make_splits, write_dataset
+from torchkiln.runtime.datasets import (
+    MEMORY_LIMIT,
+    SPLITS,
+    make_splits,
+    write_dataset,
+    write_tensors,
+)
 from torchkiln.runtime.progress import log, progress
 
 
@@ -73,13 +79,11 @@ class RawImages:
         )
         source = dataset.model_dump(mode="json")
         if self.images is not None:
-            from safetensors.torch import save_file
-
             tensors = {}
             for s in SPLITS:
                 tensors[f"{s}.x"] = self.images[splits[s]].contiguous()
                 tensors[f"{s}.y"] = self.labels[splits[s]].contiguous()
-            save_file(tensors, str(out_dir / "data.safetensors"))
+            write_tensors(out_dir / "data.safetensors", tensors)
             write_dataset(out_dir, fmt="tensors", info=info, source=source)
         else:
             index = {
@@ -175,7 +179,7 @@ def decode_image(path: Path, channels: int, size: tuple[int, int] | None) -> np.
         img = img.convert("L" if channels == 1 else "RGB")
         if size is not None and (img.height, img.width) != size:
             img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-        array = np.asarray(img, dtype=np.uint8)
+        array = np.array(img, dtype=np.uint8)  # a writable copy (torch refuses read-only)
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
 

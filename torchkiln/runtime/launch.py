@@ -1,0 +1,100 @@
+"""Start a stage's worker processes, as `torchrun --standalone` does: torch's elastic agent,
+a c10d rendezvous on a free local port (two queued experiments never collide), no restarts.
+
+Each worker runs the same `kiln run SPEC --stage S` and learns its rank from the
+environment the agent sets; the launching process only waits. If a worker dies, the
+agent stops the others within seconds and the stage fails naming the rank. Workers also
+die with the launcher (Linux: a parent-death signal), so none is left behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import sys
+import uuid
+from typing import TYPE_CHECKING
+
+from torchkiln.errors import RunError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
+
+#: Set in each worker's environment: the launcher's pid, so a worker can follow it out.
+LAUNCHER_ENV = "KILN_LAUNCHER_PID"
+#: How often the agent checks on its workers (seconds): a dead worker is noticed this fast.
+MONITOR_INTERVAL = 0.2
+
+
+def threads_per_worker(nproc: int) -> int:
+    """Split this machine's cores among the workers (unless OMP_NUM_THREADS says otherwise)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // nproc)
+
+
+def run_workers(command: list[str], nproc: int, *, stage: str) -> None:
+    """Run `command` as `nproc` workers of one process group; return when all succeeded."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads_per_worker(nproc)))
+    os.environ[LAUNCHER_ENV] = str(os.getpid())
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nproc,
+        run_id=uuid.uuid4().hex,
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",
+        max_restarts=0,
+        monitor_interval=MONITOR_INTERVAL,
+    )
+    try:
+        elastic_launch(config, command[0])(*command[1:])
+    except SignalException as exc:  # Ctrl-C or a kill reached the launcher
+        if exc.sigval == signal.SIGINT:
+            raise KeyboardInterrupt from exc
+        raise RunError(f"stage {stage!r} was stopped by {exc.sigval.name}") from exc
+    except ChildFailedError as exc:
+        raise RunError(failure_message(stage, exc.failures)) from exc
+    finally:
+        os.environ.pop(LAUNCHER_ENV, None)
+
+
+def failure_message(stage: str, failures: dict[int, ProcessFailure]) -> str:
+    """Which ranks failed and how; a rank that reported its own error points at it."""
+    parts = []
+    killed = False
+    for rank in sorted(failures):
+        code = int(failures[rank].exitcode)
+        if code < 0:
+            parts.append(f"rank {rank} was killed by {signal.Signals(-code).name}")
+            killed = True
+        else:
+            parts.append(f"rank {rank} exited with code {code} (its error is above)")
+    advice = (
+        "; the other workers were stopped. Its last epoch checkpoint is kept: run the stage "
+        "again to resume"
+        if killed
+        else ""
+    )
+    return f"training stage {stage!r} failed: " + ", ".join(parts) + advice
+
+
+def follow_launcher() -> None:
+    """In a worker kiln launched: die with the launcher, so no worker outlives it (Linux)."""
+    launcher = os.environ.get(LAUNCHER_ENV)
+    if launcher is None or not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except OSError:
+        return
+    # the launcher's agent is the parent; if it is already gone, so is our reason to run
+    if os.getppid() != int(launcher):
+        os._exit(1)
