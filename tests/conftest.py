@@ -1,14 +1,18 @@
-"""Fixtures shared by the tests (plain helpers live in cli_tools.py: import them from there,
-never from `conftest`, which is ambiguous with tests/e2e/conftest.py)."""
+"""Fixtures shared by every test. Plain helpers live in cli_tools.py (running `kiln`, `dvc`,
+`git`) and registry_state.py: import them from there, never from `conftest`, which is
+ambiguous with tests/e2e/conftest.py."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
-from cli_tools import KILN, Kiln, run_kiln
+from registry_state import restored_registries
 
 
-@pytest.fixture
-def kiln() -> Kiln:
-    """`kiln("validate", "spec.yaml", cwd=tmp_path)` -> CompletedProcess."""
-    assert KILN.exists(), f"{KILN} missing: install the project (make test does)"
-    return run_kiln
+@pytest.fixture(autouse=True)
+def _registries_restored() -> Iterator[None]:
+    """No registration leaks from one test into another: whatever a test registers (a
+    component, a registry kind, a loaded plugin) is gone when it ends."""
+    with restored_registries():
+        yield

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
-from kiln_e2e import failed, kiln, ok, shared_folder, small_cnn, synthetic, write_spec
+from cli_tools import failed, kiln, ok, shared_folder, small_cnn, synthetic, write_spec
 
 pytestmark = pytest.mark.e2e
 

@@ -14,7 +14,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from cli_tools import ROOT, Kiln, run_kiln
+from cli_tools import ROOT, kiln
 
 import torchkiln
 
@@ -22,12 +22,8 @@ EXAMPLES = sorted((ROOT / "pipelines").glob("*.yaml"))
 SCHEMA_LINE = "# yaml-language-server: $schema=../kiln.schema.json"
 
 
-def test_there_are_examples() -> None:
-    assert len(EXAMPLES) >= 2
-
-
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
-def test_every_example_validates(example: Path, kiln: Kiln) -> None:
+def test_every_example_validates(example: Path) -> None:
     rel = example.relative_to(ROOT).as_posix()
     result = kiln("validate", rel, cwd=ROOT)
     assert result.returncode == 0, result.stderr
@@ -41,7 +37,7 @@ def test_examples_point_editors_at_the_schema(example: Path) -> None:
     assert (example.parent / "../kiln.schema.json").resolve() == ROOT / "kiln.schema.json"
 
 
-def test_validate_defaults_to_every_example(kiln: Kiln) -> None:
+def test_validate_defaults_to_every_example() -> None:
     result = kiln("validate", cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [f"ok {p.relative_to(ROOT).as_posix()}" for p in EXAMPLES]
@@ -88,7 +84,7 @@ def test_list_and_schema_import_no_torch(argv: list[str]) -> None:
 # ---------------------------------------------------------------------- kiln list
 
 
-def test_list_every_kind(kiln: Kiln) -> None:
+def test_list_every_kind() -> None:
     result = kiln("list", "--brief", cwd=ROOT)
     assert result.returncode == 0, result.stderr
     for kind in (
@@ -99,7 +95,7 @@ def test_list_every_kind(kiln: Kiln) -> None:
     assert "mnist_sample" in result.stdout and "small_cnn" in result.stdout
 
 
-def test_list_one_kind_with_parameters(kiln: Kiln) -> None:
+def test_list_one_kind_with_parameters() -> None:
     result = kiln("list", "optimizer", cwd=ROOT)
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -111,7 +107,7 @@ def test_list_one_kind_with_parameters(kiln: Kiln) -> None:
     assert "\nmodel: " not in out  # only the kind asked for
 
 
-def test_list_accepts_a_plural(kiln: Kiln) -> None:
+def test_list_accepts_a_plural() -> None:
     result = kiln("list", "schedulers", "--brief", cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("scheduler: ")
@@ -120,7 +116,7 @@ def test_list_accepts_a_plural(kiln: Kiln) -> None:
 @pytest.mark.parametrize(
     ("kind", "hint"), [("nosuchkind", ""), ("optimzer", "did you mean 'optimizer'? ")]
 )
-def test_list_unknown_kind(kind: str, hint: str, kiln: Kiln) -> None:
+def test_list_unknown_kind(kind: str, hint: str) -> None:
     result = kiln("list", kind, cwd=ROOT)
     assert result.returncode == 2
     assert result.stdout == ""
@@ -131,14 +127,14 @@ def test_list_unknown_kind(kind: str, hint: str, kiln: Kiln) -> None:
 # ---------------------------------------------------------------------- --version, --help
 
 
-def test_version(kiln: Kiln) -> None:
+def test_version() -> None:
     result = kiln("--version", cwd=ROOT)
     assert result.returncode == 0
     assert result.stdout.strip() == f"torchkiln {torchkiln.__version__}"
     assert torchkiln.__version__ == importlib.metadata.version("torchkiln")
 
 
-def test_help_teaches_the_commands(kiln: Kiln) -> None:
+def test_help_teaches_the_commands() -> None:
     result = kiln("--help", cwd=ROOT)
     assert result.returncode == 0
     for command in ("validate", "list", "schema"):
@@ -147,13 +143,13 @@ def test_help_teaches_the_commands(kiln: Kiln) -> None:
     assert "Exit codes" in result.stdout
 
 
-def test_no_command_prints_help_and_fails(kiln: Kiln) -> None:
+def test_no_command_prints_help_and_fails() -> None:
     result = kiln(cwd=ROOT)
     assert result.returncode == 2
     assert result.stdout.startswith("usage: kiln")
 
 
-def test_validate_help(kiln: Kiln) -> None:
+def test_validate_help() -> None:
     result = kiln("validate", "--help", cwd=ROOT)
     assert result.returncode == 0
     assert "never imports torch" in result.stdout
@@ -165,7 +161,7 @@ def test_validate_help(kiln: Kiln) -> None:
 
 @pytest.fixture(scope="module")
 def schema_text() -> str:
-    result = run_kiln("schema", cwd=ROOT)
+    result = kiln("schema", cwd=ROOT)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -260,7 +256,7 @@ def test_committed_schema_is_up_to_date(schema_text: str) -> None:
     )
 
 
-def test_schema_output_file(tmp_path: Path, schema_text: str, kiln: Kiln) -> None:
+def test_schema_output_file(tmp_path: Path, schema_text: str) -> None:
     out = tmp_path / "s.json"
     result = kiln("schema", "-o", str(out), cwd=ROOT)
     assert result.returncode == 0, result.stderr
@@ -318,7 +314,7 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_plugin_component_validates_like_a_built_in(project: Path, kiln: Kiln) -> None:
+def test_plugin_component_validates_like_a_built_in(project: Path) -> None:
     result = kiln("validate", cwd=project)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "ok pipelines/custom.yaml\n"
@@ -336,7 +332,7 @@ def test_plugin_component_validates_like_a_built_in(project: Path, kiln: Kiln) -
     ]
 
 
-def test_plugin_component_in_list_and_schema(project: Path, kiln: Kiln) -> None:
+def test_plugin_component_in_list_and_schema(project: Path) -> None:
     listed = kiln("list", "model", cwd=project)
     assert listed.returncode == 0, listed.stderr
     assert "tiny_net" in listed.stdout and "Two linear layers, for tests." in listed.stdout
@@ -421,7 +417,7 @@ stages:
 
 
 @pytest.mark.parametrize("name", sorted(GOOD_SPECS))
-def test_valid_variations(name: str, tmp_path: Path, kiln: Kiln) -> None:
+def test_valid_variations(name: str, tmp_path: Path) -> None:
     (tmp_path / f"{name}.yaml").write_text(GOOD_SPECS[name], encoding="utf-8")
     result = kiln("validate", f"{name}.yaml", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

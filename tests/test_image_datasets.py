@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kiln_e2e import failed, kiln, ok, write_spec
+from cli_tools import failed, kiln, ok, write_spec
 
 pytestmark = pytest.mark.e2e
 

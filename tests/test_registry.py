@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator
+import sys
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
 from pydantic import ValidationError
+from registry_state import restored_registries
 
 from torchkiln.catalog import CATALOG_FILE, SECTIONS, catalog
-from torchkiln.packs import load_builtins
 from torchkiln.registry import (
     ALL_REGISTRIES,
     DuplicateNameError,
     ModelConfig,
     Registry,
     UnknownNameError,
+    exporters,
     losses,
     models,
     optimizers,
@@ -26,21 +27,14 @@ from torchkiln.registry import (
 )
 from torchkiln.registry.registry import did_you_mean, suggest
 
-_counter = itertools.count()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _builtins() -> None:
-    load_builtins()
+# Every test runs inside `restored_registries()` (the autouse fixture in conftest.py): what
+# a test registers here, a registry it creates included, is gone when it ends.
 
 
 @pytest.fixture
-def registry() -> Iterator[Registry]:
-    """A fresh registry of a kind nobody else uses, removed again afterwards."""
-    kind = f"widget{next(_counter)}"
-    reg: Registry = Registry(kind, "Widgets for tests.")
-    yield reg
-    ALL_REGISTRIES.pop(kind, None)
+def registry() -> Registry:
+    """A fresh registry of a kind nobody else uses."""
+    return Registry("widget", "Widgets for tests.")
 
 
 def entry(name: str, module: str) -> type:
@@ -261,7 +255,7 @@ def test_validation_of_generic_components_imports_no_torch() -> None:
 def test_a_plugin_component_validates_like_a_built_in(tmp_path, monkeypatch) -> None:
     from torchkiln.registry.plugins import load_plugin
 
-    name = f"plugin_net_{next(_counter)}"
+    name = "plugin_net"
     (tmp_path / "net.py").write_text(
         "from typing import Literal\n"
         "from torchkiln.registry import ModelConfig, models\n\n"
@@ -285,7 +279,7 @@ def test_a_plugin_component_validates_like_a_built_in(tmp_path, monkeypatch) -> 
 
 
 def test_model_config_example_from_the_docs() -> None:
-    tag = f"tiny_net_{next(_counter)}"
+    tag = "tiny_net"
 
     @models.register
     class TinyNet(ModelConfig):
@@ -355,7 +349,7 @@ def test_catalog_matches_the_installed_torch() -> None:
 def test_a_component_without_its_kinds_methods_is_refused_when_it_registers() -> None:
     from torchkiln.registry.registry import IncompleteEntryError
 
-    tag = f"no_build_{next(_counter)}"
+    tag = "no_build"
     with pytest.raises(IncompleteEntryError) as caught:
 
         @models.register
@@ -366,3 +360,49 @@ def test_a_component_without_its_kinds_methods_is_refused_when_it_registers() ->
         caught.value
     )
     assert tag not in models
+
+
+# ---------------------------------------------------------------------- no leaks between tests
+
+LEAKY_PLUGIN = """\
+from typing import Literal
+
+from torchkiln.registry import ModelConfig, Registry, models
+
+gadgets = Registry("gadget", "Only while the test runs.")
+
+
+@models.register
+class LeakyNet(ModelConfig):
+    name: Literal["leaky_net"] = "leaky_net"
+
+    def build(self, info):
+        raise NotImplementedError
+"""
+
+
+def test_registrations_made_during_a_test_are_undone(tmp_path: Path) -> None:
+    """What the autouse fixture relies on: components, registry kinds, generic adapters and
+    plugins registered inside `restored_registries()` are gone afterwards, and loading the
+    same plugin again registers it again."""
+    from torchkiln.registry.plugins import _by_key, load_plugin
+
+    (tmp_path / "leaky.py").write_text(LEAKY_PLUGIN)
+    kinds, names = set(ALL_REGISTRIES), models.names()
+    with restored_registries():
+        plugin = load_plugin("leaky.py", tmp_path)
+        models.register(entry("by_hand", "tests"))
+        exporters.set_generic(lambda name: entry(name, "tests"), lambda: ["any"])
+        assert "leaky_net" in models and "by_hand" in models and "gadget" in ALL_REGISTRIES
+    assert set(ALL_REGISTRIES) == kinds and models.names() == names
+    assert exporters.generic_names() == []  # the adapter is gone with the test
+    with pytest.raises(UnknownNameError):
+        exporters.get("any")
+    assert plugin.module.__name__ not in sys.modules
+    assert not [key for key in _by_key if key.endswith("leaky.py")]
+    with pytest.raises(ValidationError, match="unknown model 'leaky_net'"):
+        registered(models).validate({"name": "leaky_net"})
+    with restored_registries():
+        assert load_plugin("leaky.py", tmp_path) is not plugin
+        assert "leaky_net" in models
+    assert "leaky_net" not in models

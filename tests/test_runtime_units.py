@@ -84,6 +84,16 @@ def test_official_test_split_is_kept() -> None:
     assert sorted(torch.cat([parts["train"], parts["val"]]).tolist()) == list(range(50))
 
 
+def test_an_official_test_split_alone_leaves_the_rest_for_train_and_val() -> None:
+    """A dataset that names only its test examples (text_table's `test_path`)."""
+    labels = labels_60()
+    cfg = SimpleNamespace(val=0.2, test=0.5, stratify=True)
+    parts = make_splits(labels, {"test": torch.arange(45, 60)}, cfg, seed=0)
+    assert parts["test"].tolist() == list(range(45, 60))
+    assert sorted(torch.cat([parts["train"], parts["val"]]).tolist()) == list(range(45))
+    assert len(parts["val"]) == 9  # 0.2 of the 45 others, not of all 60
+
+
 # -- DatasetInfo ----------------------------------------------------------------------
 
 

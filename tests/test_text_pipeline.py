@@ -1,18 +1,28 @@
 """End to end, through the real `kiln` CLI in a temporary folder: a tiny text pipeline from a
 CSV through export (with pretrained vectors), `kiln predict` on raw text, fine-tuning its
-model on a new label set from another pipeline, and torch-free validation of the examples."""
+model on a new label set from another pipeline, and torch-free validation of the examples.
+
+The tiny CSV is learnable: each topic has words of its own, mixed with words every topic
+uses, so a few epochs take the model far above chance (1/3) and its predictions can be
+checked, not only their format. The official test file ends with two mislabelled rows,
+which evaluate must list as mistakes.
+"""
 
 from __future__ import annotations
 
 import json
 import random
+import shutil
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
-from cli_tools import ROOT, run_kiln
+from cli_tools import ROOT, kiln, ok, shared_folder
 
 from torchkiln.schemas.spec import load_pipeline
 
@@ -30,8 +40,9 @@ name: src
 seed: 0
 stages:
   load_data:
-    dataset: {name: text_table, path: data.csv, max_length: 12, vocab: {min_freq: 1}}
-    split: {val: 0.2, test: 0.25}
+    dataset:
+      {name: text_table, path: data.csv, test_path: test.csv, max_length: 12, vocab: {min_freq: 1}}
+    split: {val: 0.2}
   build_model:
     model:
       name: rnn_classifier
@@ -39,7 +50,7 @@ stages:
       embedding_dim: 8
       hidden_size: 6
       pretrained: {path: vectors.txt}
-  train: {epochs: 2, batch_size: 8, bucket_by_length: true, optimizer: {name: AdamW, lr: 0.01}}
+  train: {epochs: 8, batch_size: 8, bucket_by_length: true, optimizer: {name: AdamW, lr: 0.03}}
   evaluate: {misclassified: 4}
   export: {formats: [torchscript, onnx, safetensors]}
 """
@@ -70,12 +81,24 @@ def _sentence(rng: random.Random, topic: str) -> str:
     return " ".join(words).capitalize() + "."
 
 
+#: The last two rows of test.csv: a music and a money sentence, labelled otherwise.
+MISLABELLED = [
+    ("Album band song singer tour.", "sport", "music"),  # text, label given, true topic
+    ("Bank shares profit market price.", "music", "money"),
+]
+#: test.csv: 6 sentences per topic, then the mislabelled rows (lines 20 and 21)
+TEST_EXAMPLES = 6 * len(TOPICS) + len(MISLABELLED)
+
+
 def _write_project(root: Path) -> None:
     rng = random.Random(0)
     rows = ["text,label"] + [
-        f'"{_sentence(rng, topic)}",{topic}' for _ in range(16) for topic in TOPICS
+        f'"{_sentence(rng, topic)}",{topic}' for _ in range(24) for topic in TOPICS
     ]
     (root / "data.csv").write_text("\n".join(rows) + "\n")
+    test = ["text,label"] + [f'"{_sentence(rng, t)}",{t}' for _ in range(6) for t in TOPICS]
+    test += [f'"{text}",{label}' for text, label, _ in MISLABELLED]
+    (root / "test.csv").write_text("\n".join(test) + "\n")
     moods = [
         {"text": _sentence(rng, topic), "label": "happy" if topic == "music" else "busy"}
         for _ in range(10)
@@ -89,23 +112,21 @@ def _write_project(root: Path) -> None:
     (root / "tune.yaml").write_text(TUNE)
 
 
-def _ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder where the `src` pipeline has run through export (once per test process)."""
-    root = tmp_path_factory.mktemp("textproj")
-    _write_project(root)
-    _ok(run_kiln("run", "src.yaml", cwd=root, timeout=300))
-    return root
+    """A folder where the `src` pipeline has run through export (once per test run, shared
+    by the xdist workers: tests only read it, or copy it)."""
+
+    def build(root: Path) -> None:
+        _write_project(root)
+        ok(kiln("run", "src.yaml", cwd=root))
+
+    return shared_folder(tmp_path_factory, "textproj", build)
 
 
 def test_predict_before_export_says_what_to_run(tmp_path: Path) -> None:
     _write_project(tmp_path)
-    result = run_kiln("predict", "src.yaml", "a goal", cwd=tmp_path)
+    result = kiln("predict", "src.yaml", "a goal", cwd=tmp_path)
     assert result.returncode == 1
     assert "no exported model in runs/src/export/out: run the pipeline" in result.stderr
 
@@ -121,11 +142,27 @@ def test_tiny_text_pipeline_runs_through_export(project: Path) -> None:
     # match, bank, song exactly; Goal fills "goal" through the lowercase fallback
     assert init["found"] == 4 and 0 < init["coverage"] < 1 and init["frozen"] is False
     metrics = json.loads((runs / "evaluate/metrics.json").read_text())
-    assert 0 <= metrics["accuracy"] <= 1
-    mistakes = (runs / "evaluate/out/misclassified.jsonl").read_text().splitlines()
-    for line in mistakes:
-        record = json.loads(line)
-        assert record["source"].startswith("data.csv:") and record["actual"] != record["predicted"]
+    assert metrics["examples"] == TEST_EXAMPLES
+    # chance is 1/3; the topic words were learnt. The two mislabelled rows cannot be right.
+    assert 0.8 <= metrics["accuracy"] <= (TEST_EXAMPLES - 2) / TEST_EXAMPLES
+    # the misclassified examples (at most `misclassified: 4`) are the wrong rows of
+    # predictions.csv, with the line of the file each came from; the mislabelled rows are
+    # among them, predicted as the topic their words belong to
+    rows = _predictions(runs)
+    wrong = [r for r in rows if r["actual"] != r["predicted"]]
+    assert len(rows) == TEST_EXAMPLES
+    assert len(wrong) == round(TEST_EXAMPLES * (1 - metrics["accuracy"]))
+    mistakes = [json.loads(x) for x in (runs / "evaluate/out/misclassified.jsonl").open()]
+    assert len(mistakes) == min(4, len(wrong))
+    lines = (project / "test.csv").read_text().splitlines()
+    for record in mistakes:
+        row = rows[record["index"]]
+        assert (record["actual"], record["predicted"]) == (row["actual"], row["predicted"])
+        number = int(record["source"].removeprefix("test.csv:"))
+        assert lines[number - 1].endswith("," + record["actual"])
+    found = {r["source"]: (r["actual"], r["predicted"]) for r in mistakes}
+    for line, (_, label, topic) in enumerate(MISLABELLED, start=TEST_EXAMPLES):
+        assert found.get(f"test.csv:{line}") == (label, topic), found
     # evaluate's plot_specs declares exactly the plot files written (no image grid for text)
     pipeline = load_pipeline(project / "src.yaml")
     declared = {p.file for p in pipeline.stages["evaluate"].plot_specs()}
@@ -139,26 +176,85 @@ def test_tiny_text_pipeline_runs_through_export(project: Path) -> None:
         "tokenizer.json",
         "vocab.json",
     }
-    for f in card["files"]:
-        assert f.get("max_abs_diff", 0) <= 1e-4
     assert "TextEncoder.from_folder" in (export / "model_card.md").read_text()
 
 
-def test_kiln_predict_classifies_raw_text(project: Path) -> None:
-    (project / "lines.txt").write_text("The band played a song\n\nBank shares fell\n")
-    result = _ok(run_kiln("predict", "src.yaml", "Goal for the team!", "", cwd=project))
+def _predictions(runs: Path) -> list[dict[str, str]]:
+    """evaluate's predictions.csv, one dict per test example in split order."""
+    lines = (runs / "evaluate/out/predictions.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    return [dict(zip(header, line.split(","), strict=True)) for line in lines[1:]]
+
+
+def _test_split(project: Path) -> tuple[Any, Any]:
+    """The test split's (tokens, lengths), padded to its longest text, as stored."""
+    import torch
+
+    from torchkiln.runtime.datasets import open_dataset
+
+    split = open_dataset(project / "runs/src/load_data/out").split("test")
+    (tokens, lengths), _ = split.batch(torch.arange(len(split)))
+    return tokens, lengths
+
+
+def test_every_export_predicts_like_the_eager_model(project: Path) -> None:
+    """On the test split's texts, as one padded batch and as two batches of other sizes and
+    lengths: ONNX through onnxruntime, the TorchScript file and the model rebuilt from
+    model.json + model.safetensors give the trained model's logits and evaluate's classes."""
+    import onnxruntime as ort
+    import torch
+    from safetensors.torch import load_file
+
+    from torchkiln.runtime.model_artifact import open_model
+
+    runs = project / "runs/src"
+    out = runs / "export/out"
+    eager = open_model(runs / "train/out").build().eval()
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated upstream
+        script = torch.jit.load(str(out / "model.pt"), map_location="cpu")
+    rebuilt = open_model(out).build(load_weights=False)
+    rebuilt.load_state_dict(load_file(out / "model.safetensors"))
+    rebuilt.eval()
+    classes = json.loads((out / "model_card.json").read_text())["classes"]
+
+    tokens, lengths = _test_split(project)
+    assert tokens.shape[0] == TEST_EXAMPLES
+    half = int(lengths[:7].max())
+    batches = [(tokens, lengths), (tokens[:7, :half], lengths[:7]), (tokens[7:], lengths[7:])]
+    for batch_tokens, batch_lengths in batches:
+        with torch.no_grad():
+            expected = eager(batch_tokens, batch_lengths).numpy()
+            scripted = script(batch_tokens, batch_lengths).numpy()
+            again = rebuilt(batch_tokens, batch_lengths).numpy()
+        feeds = {"tokens": batch_tokens.numpy(), "lengths": batch_lengths.numpy()}
+        (onnx,) = session.run(None, feeds)
+        for name, got, atol in [("onnx", onnx, 1e-4), ("torchscript", scripted, 1e-5),
+                                ("safetensors", again, 1e-6)]:  # fmt: skip
+            assert got.shape == expected.shape == (len(batch_lengths), len(TOPICS)), name
+            np.testing.assert_allclose(got, expected, atol=atol, rtol=0, err_msg=name)
+    (onnx,) = session.run(None, {"tokens": tokens.numpy(), "lengths": lengths.numpy()})
+    assert [classes[i] for i in onnx.argmax(1)] == [r["predicted"] for r in _predictions(runs)]
+
+
+def test_kiln_predict_classifies_raw_text(project: Path, tmp_path: Path) -> None:
+    lines_file = tmp_path / "lines.txt"
+    lines_file.write_text("The band played a song\n\nBank shares fell\n")
+    sport = "The coach said the team would win the league match"
+    result = ok(kiln("predict", "src.yaml", sport, "", cwd=project))
     lines = result.stdout.splitlines()
-    assert len(lines) == 2
-    for line in lines:
-        label, probability, _ = line.split("\t", 2)
-        assert label in TOPICS and 0 < float(probability) <= 1
-    onnx = _ok(run_kiln("predict", "src.yaml", "--file", "lines.txt", "--json", cwd=project))
-    script = _ok(
-        run_kiln(
+    assert len(lines) == 2  # the empty text is classified too (as <unk>)
+    label, probability, text = lines[0].split("\t", 2)
+    assert (label, text) == ("sport", sport)
+    assert 1 / 3 < float(probability) <= 1
+    onnx = ok(kiln("predict", "src.yaml", "--file", lines_file, "--json", cwd=project))
+    script = ok(
+        kiln(
             "predict",
             "src.yaml",
             "--file",
-            "lines.txt",
+            lines_file,
             "--json",
             "--format",
             "torchscript",
@@ -168,14 +264,16 @@ def test_kiln_predict_classifies_raw_text(project: Path) -> None:
     a = [json.loads(x) for x in onnx.stdout.splitlines()]
     b = [json.loads(x) for x in script.stdout.splitlines()]
     assert [x["text"] for x in a] == ["The band played a song", "Bank shares fell"]
+    assert [x["label"] for x in a] == ["music", "money"]
     for x, y in zip(a, b, strict=True):
         assert x["label"] == y["label"] and abs(x["probability"] - y["probability"]) < 1e-4
 
 
-def test_fine_tuning_takes_the_encoder_with_a_new_head(project: Path) -> None:
+def test_fine_tuning_takes_the_encoder_with_a_new_head(project: Path, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
-    _ok(run_kiln("run", "tune.yaml", cwd=project, timeout=300))
+    project = Path(shutil.copytree(project, tmp_path / "project"))  # the shared one stays as is
+    ok(kiln("run", "tune.yaml", cwd=project))
     src = project / "runs/src"
     tune = project / "runs/tune"
     vocab = json.loads((tune / "load_data/out/vocab.json").read_text())
@@ -226,11 +324,11 @@ def test_validation_catches_text_mistakes_before_anything_runs(tmp_path: Path) -
         "  build_model:\n"
         "    model: rnn_classifier\n"
     )
-    bad = run_kiln("validate", "bad.yaml", cwd=tmp_path)
+    bad = kiln("validate", "bad.yaml", cwd=tmp_path)
     assert bad.returncode == 2
     assert "unknown tokenizer 'wrod'; did you mean 'word'?" in bad.stderr
     assert "stages.load_data.dataset.max_length" in bad.stderr
     assert "heads (4) must divide embedding_dim (10)" in bad.stderr
-    mixed = run_kiln("validate", "mixed.yaml", cwd=tmp_path)
+    mixed = kiln("validate", "mixed.yaml", cwd=tmp_path)
     assert mixed.returncode == 2
     assert "model 'rnn_classifier' takes text inputs, but the dataset is image" in mixed.stderr

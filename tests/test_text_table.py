@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_tools import Kiln
+from cli_tools import kiln
 
 from torchkiln.errors import RunError
 from torchkiln.text.datasets import TextTable
@@ -113,7 +113,7 @@ def test_a_label_the_split_leaves_out_of_train_is_refused() -> None:
         raw._check_train_covers_labels(torch.tensor(raw.labels), splits)
 
 
-def test_bad_input_through_kiln_run(tmp_path: Path, kiln: Kiln) -> None:
+def test_bad_input_through_kiln_run(tmp_path: Path) -> None:
     (tmp_path / "data.csv").write_bytes(b"text,label\n\xff\xfe,a\n")
     (tmp_path / "p.yaml").write_text(
         "stages:\n  load_data:\n    dataset: {name: text_table, path: data.csv}\n"

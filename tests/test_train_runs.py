@@ -1,33 +1,44 @@
 """The train stage through the real `kiln run`: a killed run resumes to the same weights,
 a non-finite loss stops with the epoch and step, stage order is enforced, and the
-precision options behave on the CPU."""
+precision options behave on the CPU (bf16 really computes in bfloat16)."""
 
 from __future__ import annotations
 
-import os
+import math
 import shutil
 import signal
 import subprocess
-import time
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kiln_e2e import (
+from cli_tools import (
     KILN,
     TIMEOUT,
+    environment,
     failed,
     kiln,
-    kiln_env,
     ok,
     shared_folder,
     synthetic,
     write_spec,
 )
 
+from torchkiln.io import read_json
+
 pytestmark = pytest.mark.e2e
 
 UPSTREAM = ("load_data", "augment", "build_model")
+
+
+def train_block(**train: Any) -> dict[str, Any]:
+    return {
+        "epochs": 2,
+        "batch_size": 8,
+        "optimizer": {"name": "SGD", "lr": 0.05, "momentum": 0.9},
+        **train,
+    }
 
 
 def spec(folder: Path, name: str = "fit", **train: Any) -> Path:
@@ -42,12 +53,7 @@ def spec(folder: Path, name: str = "fit", **train: Any) -> Path:
             },
             "augment": {"train": [], "preview": 0},
             "build_model": {"model": {"name": "mlp", "hidden": [32], "dropout": 0.2}},
-            "train": {
-                "epochs": 2,
-                "batch_size": 8,
-                "optimizer": {"name": "SGD", "lr": 0.05, "momentum": 0.9},
-                **train,
-            },
+            "train": train_block(**train),
             "evaluate": {},
         },
     )
@@ -82,33 +88,40 @@ def test_killed_training_resumes_to_identical_weights(upstream: Path, tmp_path: 
     resumed = prepared(upstream, tmp_path / "resumed", **train)
 
     scratch = resumed / ".kiln/scratch/fit/train"
-    log_path = tmp_path / "killed.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [str(KILN), "run", "fit.yaml", "--stage", "train"],
-            cwd=resumed,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=kiln_env(),
+    process = subprocess.Popen(
+        [str(KILN), "run", "fit.yaml", "--stage", "train"],
+        cwd=resumed,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=environment(),
+    )
+    assert process.stdout is not None
+    watchdog = threading.Timer(TIMEOUT, process.kill)  # a hung child ends the line stream
+    watchdog.start()
+    lines: list[str] = []
+    try:
+        # Each epoch's line is logged just before that epoch's checkpoint is written, so
+        # once "epoch 2/30" has been read, the checkpoint after epoch 1 is on disk.
+        for line in process.stdout:  # blocks until the child writes a line, or ends
+            lines.append(line)
+            if line.startswith("epoch 2/30"):
+                break
+        assert process.poll() is None, "training ended before it could be killed:\n" + (
+            "".join(lines)
         )
-        try:
-            deadline = time.monotonic() + TIMEOUT
-            while time.monotonic() < deadline and process.poll() is None:
-                logged = log_path.read_text()
-                if "epoch 2/30" in logged and list(scratch.glob("*.pt")):
-                    break
-                time.sleep(0.02)
-            assert process.poll() is None, "training ended before it could be killed:\n" + (
-                log_path.read_text()
-            )
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    killed_log = log_path.read_text()
-    assert process.returncode == -signal.SIGKILL
+        assert list(scratch.glob("*.pt")), "no checkpoint after epoch 1:\n" + "".join(lines)
+        process.send_signal(signal.SIGKILL)
+        lines.append(process.stdout.read())
+        process.wait(timeout=30)
+    finally:
+        watchdog.cancel()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+    killed_log = "".join(lines)
+    assert process.returncode == -signal.SIGKILL, killed_log
     assert "epoch 30/30" not in killed_log
     assert len(list(scratch.glob("*.pt"))) == 1  # the epoch checkpoint survived the kill
     assert not (resumed / "runs/fit/train/out").exists()
@@ -147,15 +160,88 @@ def test_evaluate_before_train_says_what_to_run_first(upstream: Path, tmp_path: 
     assert not (folder / "runs/fit/evaluate").exists()
 
 
-def test_bf16_trains_on_the_cpu(upstream: Path, tmp_path: Path) -> None:
-    folder = prepared(upstream, tmp_path, precision="bf16", epochs=1)
-    ok(kiln("run", "fit.yaml", "--stage", "train", cwd=folder))
-    assert (folder / "runs/fit/train/out/weights.safetensors").is_file()
+#: A test model that counts, in buffers saved with its weights, the training forward
+#: passes whose hidden activations were bfloat16 and those that were float32.
+PROBE_PLUGIN = """\
+from typing import Literal
+
+from torchkiln.registry import ModelConfig, models
+
+
+@models.register
+class ProbeMlp(ModelConfig):
+    name: Literal["probe_mlp"] = "probe_mlp"
+
+    def build(self, info):
+        import math
+
+        import torch
+        from torch import nn
+
+        class Probe(nn.Module):
+            def __init__(self, size, classes):
+                super().__init__()
+                self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(size, 32), nn.ReLU())
+                self.head = nn.Linear(32, classes)
+                self.register_buffer("bf16_passes", torch.zeros((), dtype=torch.int64))
+                self.register_buffer("fp32_passes", torch.zeros((), dtype=torch.int64))
+
+            def forward(self, x):
+                hidden = self.hidden(x)
+                if self.training and hidden.dtype == torch.bfloat16:
+                    self.bf16_passes += 1
+                elif self.training and hidden.dtype == torch.float32:
+                    self.fp32_passes += 1
+                return self.head(hidden)
+
+        return Probe(math.prod(info.input_shape), len(info.classes))
+"""
+
+
+def test_bf16_runs_the_forward_pass_in_bfloat16(upstream: Path, tmp_path: Path) -> None:
+    """The same spec trained with `precision: bf16` and with fp32: the bf16 run's forward
+    passes computed in bfloat16 (the probe model counted them), its weights stay float32,
+    and they differ from the fp32 run's."""
     from safetensors.torch import load_file
 
-    weights = load_file(folder / "runs/fit/train/out/weights.safetensors")
-    # autocast computes in bf16; the weights stay float32
-    assert {str(t.dtype) for t in weights.values()} == {"torch.float32"}
+    shutil.copytree(upstream / "runs", tmp_path / "runs")
+    (tmp_path / "probe.py").write_text(PROBE_PLUGIN)
+    write_spec(
+        tmp_path,
+        "fit",
+        {
+            "load_data": {
+                "dataset": synthetic(num_classes=4, per_class=60, size=8),
+                "split": {"val": 0.2, "test": 0.2},
+            },
+            "augment": {"train": [], "preview": 0},
+            "build_model": {"model": {"name": "probe_mlp"}},
+            "train": train_block(precision="bf16"),
+            "train_fp32": {"uses": "train", **train_block(precision="fp32")},
+        },
+        plugins=["probe.py"],
+    )
+    args = [a for s in ("build_model", "train", "train_fp32") for a in ("--stage", s)]
+    ok(kiln("run", "fit.yaml", *args, cwd=tmp_path))
+    runs = tmp_path / "runs/fit"
+    train_examples = read_json(runs / "load_data/out/meta.json")["info"]["counts"]["train"]
+    per_epoch = math.ceil(train_examples / 8)
+
+    def steps(stage: str) -> int:  # the weights kept are the best epoch's
+        return per_epoch * read_json(runs / stage / "metrics.json")["best_epoch"]
+
+    bf16 = load_file(runs / "train/out/weights.safetensors")
+    fp32 = load_file(runs / "train_fp32/out/weights.safetensors")
+    assert (int(bf16["bf16_passes"]), int(bf16["fp32_passes"])) == (steps("train"), 0)
+    assert (int(fp32["bf16_passes"]), int(fp32["fp32_passes"])) == (0, steps("train_fp32"))
+    parameters = ["hidden.1.weight", "hidden.1.bias", "head.weight", "head.bias"]
+    # autocast computes in bf16; the weights it updates stay float32
+    assert {str(bf16[k].dtype) for k in parameters} == {"torch.float32"}
+    assert not all(bf16[k].equal(fp32[k]) for k in parameters)
+    bf16_history = read_json(runs / "train/plots/history.json")
+    fp32_history = read_json(runs / "train_fp32/plots/history.json")
+    assert bf16_history[0]["train_loss"] != fp32_history[0]["train_loss"]
+    assert bf16_history[0]["train_loss"] == pytest.approx(fp32_history[0]["train_loss"], rel=0.05)
 
 
 def test_fp16_on_the_cpu_is_a_clear_error(upstream: Path, tmp_path: Path) -> None:

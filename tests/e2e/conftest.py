@@ -1,11 +1,11 @@
-"""Fixtures for the end-to-end tests (helpers live in repo_tools.py)."""
+"""Fixtures for the end-to-end tests (helpers live in tests/cli_tools.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from repo_tools import TINY_SPEC, make_repo
+from cli_tools import TINY_SPEC, make_repo
 
 
 @pytest.fixture

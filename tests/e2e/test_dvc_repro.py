@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from repo_tools import EXPORT_BLOCK, TINY_SPEC, make_repo, run, stages_run
+from cli_tools import EXPORT_BLOCK, TINY_SPEC, make_repo, run, stages_run
 
 pytestmark = pytest.mark.e2e
 

@@ -172,7 +172,13 @@ def make_splits(
     """Train/val/test indices from load_data's `split:` settings. An official test split
     is kept as it is; validation is then carved out of the rest."""
     if "test" in predefined:
-        pool = torch.cat([predefined[s] for s in predefined if s != "test"])
+        rest = [predefined[s] for s in predefined if s != "test"]
+        if rest:
+            pool = torch.cat(rest)
+        else:  # only the test examples are named (e.g. text_table's test_path): the rest
+            outside = torch.ones(len(labels), dtype=torch.bool)
+            outside[predefined["test"]] = False
+            pool = torch.arange(len(labels))[outside]
         inner = split_indices(labels[pool], val=cfg.val, test=0.0, stratify=cfg.stratify, seed=seed)
         splits = {
             "train": pool[inner["train"]],
