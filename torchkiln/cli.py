@@ -90,7 +90,9 @@ def report(exc: KilnError | KeyboardInterrupt) -> int:
             print(issue, file=sys.stderr)
         return exc.exit_code
     if isinstance(exc, KilnError):
-        print(f"error: {exc}", file=sys.stderr)
+        rank = os.environ.get("RANK")  # a distributed stage's worker says which it is
+        where = f"[rank {rank}] " if rank is not None and "WORLD_SIZE" in os.environ else ""
+        print(f"{where}error: {exc}", file=sys.stderr)
         return exc.exit_code
     print("interrupted", file=sys.stderr)
     return 130

@@ -7,7 +7,12 @@ One DVC stage per pipeline stage, named `<pipeline>-<stage>`:
   other pipelines' outputs (`ArtifactRef`s), and plugin source files
 - `params`: only the spec keys the stage reads (`seed`, `task`, `device` when present in the
   file, and `stages.<stage>`), so editing one stage's block reruns that stage only; a kind
-  that reads the whole spec (export: its model card records the spec digest) takes all
+  that reads the whole spec (export: its model card records the spec digest) takes all.
+  A spec that `extends:` others lists its keys in every file they come from, so editing a
+  base reruns the affected stages of its children and nothing else. In the spec's own
+  file a stage it does not mention is covered by its `stages` key, so that
+  `dvc exp run -S 'child.yaml:++stages.train.optimizer.lr=0.01'` (adding an inherited key
+  to the child) is seen by DVC and needs no `kiln dvc`
 - `outs`: `runs/<p>/<s>/out`; `metrics`/`plots` beside it with `cache: false`
 
 Top-level `plots:` carry the axes and templates; `artifacts:` name each exported model so
@@ -85,12 +90,7 @@ def compile_stage(pipeline: Pipeline, node: StageNode) -> dict[str, Any]:
     deps |= {ref.path() for _, ref in artifact_refs(node.config)}
     for plugin in _plugins_used(pipeline, node.name):
         deps |= set(plugin.sources)
-    if "*" in node.kind.reads:
-        params: Any = [{spec: None}]
-    else:
-        present = pipeline.top_level_present()
-        keys = [k for k in node.kind.reads if k in present] + [f"stages.{node.name}"]
-        params = [{spec: keys}]
+    params = stage_params(pipeline, node)
     paths = stage_paths(pipeline.name, node.name)
     entry: dict[str, Any] = {"cmd": stage_command(spec, node.name)}
     if deps:
@@ -103,6 +103,94 @@ def compile_stage(pipeline: Pipeline, node: StageNode) -> dict[str, Any]:
     if plot_files:
         entry["plots"] = [{(paths.plots / f).as_posix(): {"cache": False}} for f in plot_files]
     return entry
+
+
+def stage_params(pipeline: Pipeline, node: StageNode) -> list[dict[str, Any]]:
+    """The `params:` of a stage: per file of the spec (itself, then its bases), the keys the
+    stage reads that the file holds. A base lists only the values that reach the merged
+    spec (not those a later file overrides), so editing an overridden base value reruns
+    nothing."""
+    sources = pipeline.sources()
+    reads = ("*",) if "*" in node.kind.reads else (*node.kind.reads, f"stages.{node.name}")
+    out: list[dict[str, Any]] = []
+    for index, source in enumerate(sources):
+        if index == 0:  # the spec's own file: what it holds, as DVC may edit it (-S)
+            if "*" in reads:
+                out.append({source.file: None})
+                continue
+            keys = [k for k in node.kind.reads if k in source.data]
+            stages = source.data.get("stages")
+            if isinstance(stages, dict) and node.name in stages:
+                keys.append(f"stages.{node.name}")
+            elif len(sources) > 1 and isinstance(stages, dict):
+                keys.append("stages")  # see the module docstring
+        else:
+            keys = _from_file(pipeline, source.file, reads)
+        if keys:
+            out.append({source.file: keys})
+    return out
+
+
+def _from_file(pipeline: Pipeline, file: str, reads: tuple[str, ...]) -> list[str]:
+    """The dotted keys under `reads` whose merged values were written in `file`: whole
+    mappings when all of it comes from there, else their parts."""
+    doc = pipeline.doc
+
+    def walk(value: Any, loc: tuple[str, ...]) -> tuple[bool, list[str]]:
+        if isinstance(value, dict) and value:
+            parts = [walk(v, (*loc, k)) for k, v in value.items()]
+            if all(whole for whole, _ in parts):
+                return True, [".".join(loc)]
+            return False, [key for _, keys in parts for key in keys]
+        written = doc.values.get(loc)
+        mine = written is not None and written.file == file
+        return mine, [".".join(loc)] if mine else []
+
+    keys: list[str] = []
+    for read in reads:
+        loc = tuple(read.split(".")) if read != "*" else ()
+        value: Any = doc.data
+        for part in loc:
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is None and loc:
+            continue
+        if loc:
+            keys += walk(value, loc)[1]
+        else:  # the whole spec: every top-level key but the file's own
+            for key, item in doc.data.items():
+                if key not in ("name", "extends", "abstract"):
+                    keys += walk(item, (key,))[1]
+    return keys
+
+
+def _tracked(params: Any) -> dict[str, set[str] | None]:
+    """dvc.yaml `params:` as file -> keys (None: every key of the file)."""
+    tracked: dict[str, set[str] | None] = {}
+    for item in params or []:
+        if isinstance(item, dict):
+            for file, keys in item.items():
+                tracked[str(file)] = None if keys is None else {str(k) for k in keys}
+        else:
+            tracked.setdefault("params.yaml", set()).add(str(item))  # DVC's default file
+    return tracked
+
+
+def params_cover(on_disk: Any, needed: Any) -> bool:
+    """Whether the params dvc.yaml tracks include every key the stage needs tracked (a key
+    is covered by itself, a parent key, or its whole file)."""
+    have, want = _tracked(on_disk), _tracked(needed)
+    for file, keys in want.items():
+        if file not in have:
+            return False
+        held = have[file]
+        if held is None:
+            continue
+        if keys is None:
+            return False
+        for key in keys:
+            if not any(key == k or key.startswith(k + ".") for k in held):
+                return False
+    return True
 
 
 def _plot_definitions(pipeline: Pipeline, node: StageNode) -> list[dict[str, Any]]:
@@ -256,7 +344,16 @@ def stale_entry_problem(pipeline: Pipeline, stage: str, root: Path) -> str | Non
         return f"dvc.yaml has no stage {name!r}"
     if entry == expected:
         return None
-    changed = sorted(k for k in set(entry) | set(expected) if entry.get(k) != expected.get(k))
+    if not isinstance(entry, dict):
+        return f"stage {name!r} is not a mapping"
+    changed = sorted(
+        k
+        for k in set(entry) | set(expected)
+        if entry.get(k) != expected.get(k)
+        and not (k == "params" and params_cover(entry.get(k), expected.get(k)))
+    )
+    if not changed:  # dvc.yaml tracks more than needed: DVC still sees every change
+        return None
     return f"stage {name!r} differs in {', '.join(changed)}"
 
 

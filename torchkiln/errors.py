@@ -21,6 +21,13 @@ class RunError(KilnError):
     exit_code = 1
 
 
+class PeerLost(RunError):
+    """A worker of a distributed stage lost contact with another (which failed or was
+    killed): a consequence, not the cause, which the launcher reports."""
+
+    exit_code = 75  # EX_TEMPFAIL: the launcher tells it from a worker's own error
+
+
 class UsageError(KilnError):
     """The command line itself is wrong (a missing file, an unknown stage name)."""
 
@@ -36,10 +43,16 @@ class Issue:
     col: int
     path: str
     message: str
+    #: for a value inherited through `extends:`, where each file was extended
+    #: (`child.yaml:2:10`), nearest first
+    via: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}:{self.col}"
-        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+        text = f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+        if self.via:
+            text += f" (via extends at {', '.join(self.via)})"
+        return text
 
 
 class SpecError(KilnError):

@@ -19,6 +19,7 @@ BUILTIN_PACKS = (
     "torchkiln.vision",
     "torchkiln.text",
     "torchkiln.gan",
+    "torchkiln.forecast",
     "torchkiln.stages.builtin",
 )
 ENTRY_POINT_GROUP = "torchkiln.plugins"

@@ -10,15 +10,17 @@ from torchkiln.errors import Issue, KilnError, SpecError
 from torchkiln.packs import load_builtins
 from torchkiln.registry.plugins import PluginError, load_plugin
 from torchkiln.registry.registry import did_you_mean
-from torchkiln.schemas.spec import Pipeline, load_pipeline
-from torchkiln.schemas.yaml_source import load_yaml
+from torchkiln.schemas.compose import load_spec
+from torchkiln.schemas.spec import Pipeline, is_abstract, validate_document
 
 
 def load_project(
-    specs: Iterable[Path], *, collect: bool = False
+    specs: Iterable[Path], *, collect: bool = False, abstract: list[Path] | None = None
 ) -> tuple[dict[str, Pipeline], list[Issue]]:
     """Validate `specs`; also check that pipeline names are unique and cross-pipeline
     references (`weights: {pipeline: p, stage: s}`) point at a pipeline and stage among them.
+    Abstract bases are not pipelines: they are skipped (and listed in `abstract` when given),
+    and validated through the specs that extend them.
 
     With `collect`, return the issues instead of raising `SpecError`.
     """
@@ -26,7 +28,12 @@ def load_project(
     pipelines: dict[str, Pipeline] = {}
     for spec in specs:
         try:
-            pipeline = load_pipeline(spec)
+            doc = load_spec(spec)
+            if is_abstract(doc):
+                if abstract is not None:
+                    abstract.append(spec)
+                continue
+            pipeline = validate_document(doc, spec)
         except SpecError as exc:
             issues.extend(exc.issues)
             continue
@@ -97,13 +104,15 @@ def load_plugins_of(specs: Iterable[Path]) -> None:
     load_builtins()
     for spec in specs:
         try:
-            doc = load_yaml(spec)
+            doc = load_spec(spec)
         except KilnError:
             continue
         entries = doc.data.get("plugins")
-        for entry in entries if isinstance(entries, list) else []:
+        for i, entry in enumerate(entries if isinstance(entries, list) else []):
             if isinstance(entry, str):
+                written = doc.written(("plugins", i))
+                where = Path(written.file).parent if written and written.file else spec.parent
                 try:
-                    load_plugin(entry, spec.parent)
+                    load_plugin(entry, where)
                 except PluginError:
                     continue

@@ -168,6 +168,7 @@ def _run_as_helper(pipeline: Pipeline, name: str) -> float:
 
 
 def run_pipeline(pipeline: Pipeline, only: list[str] | None = None) -> None:
+    from torchkiln.runtime.distributed import launched
     from torchkiln.runtime.progress import log
 
     stages = plan(pipeline, only)
@@ -175,5 +176,7 @@ def run_pipeline(pipeline: Pipeline, only: list[str] | None = None) -> None:
     for name in stages:
         seconds = run_stage(pipeline, name)
         total += seconds
-        log(f"   {name} done in {seconds:.1f}s")
-    log(f"{pipeline.name}: {len(stages)} stage(s) in {total:.1f}s")
+        if not launched():  # a worker's launcher reports the time
+            log(f"   {name} done in {seconds:.1f}s")
+    if not launched():
+        log(f"{pipeline.name}: {len(stages)} stage(s) in {total:.1f}s")

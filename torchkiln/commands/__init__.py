@@ -19,9 +19,11 @@ MODULES: list[str] = [
     "torchkiln.commands.validate",
     "torchkiln.commands.listing",
     "torchkiln.commands.run",
+    "torchkiln.commands.show",
     "torchkiln.commands.dvc_yaml",
     "torchkiln.commands.init",
     "torchkiln.commands.schema",
     "torchkiln.commands.predict",
     "torchkiln.commands.sample",
+    "torchkiln.commands.report",
 ]

@@ -1,9 +1,16 @@
-"""`kiln predict SPEC "some text" ...`: classify raw text with a pipeline's exported model.
+"""`kiln predict SPEC ...`: run a pipeline's exported model on new inputs.
 
-Uses only the export folder (`runs/<pipeline>/<export stage>/out`): `tokenizer.json` and
-`vocab.json` encode the text exactly as load_data did, then `model.onnx` runs under
-onnxruntime (numpy only, no torch import) or `model.pt` under TorchScript. The spec is read
-for the pipeline's name and export stage (validation only, no torch).
+Uses only the export folder (`runs/<pipeline>/<export stage>/out`). Its model card says
+what the model takes (`input.modality`), and that picks the predictor (`PREDICTORS`):
+
+- text: `kiln predict SPEC "some text" ...` classifies raw text: `tokenizer.json` and
+  `vocab.json` encode it exactly as load_data did;
+- series: `kiln predict SPEC --file series.csv` forecasts the next `horizon` values after
+  the table's last timestamp (torchkiln.forecast.predict).
+
+Either way `model.onnx` runs under onnxruntime (numpy only, no torch import) or `model.pt`
+under TorchScript. The spec is read for the pipeline's name and export stage (validation
+only, no torch). A modality with no predictor (images, for now) says so.
 """
 
 from __future__ import annotations
@@ -19,12 +26,28 @@ from torchkiln.commands import AddCommand
 from torchkiln.commands.exports import add_export_arguments, export_folder, exported_file
 from torchkiln.errors import RunError, UsageError
 
+#: The exported model's input modality (its card's `input.modality`) -> the predictor,
+#: "module:function" imported when used; called as `predictor(args, folder, card, format,
+#: model path)` and returns the exit code.
+PREDICTORS: dict[str, str] = {
+    "text": "torchkiln.commands.predict:predict_text",
+    "series": "torchkiln.forecast.predict:predict_series",
+}
+
+
+def register_predictor(modality: str, target: str) -> None:
+    """Declare the predictor (`module:function`) of an exported model's input modality."""
+    if PREDICTORS.get(modality, target) != target:
+        raise ValueError(f"modality {modality!r} already has predictor {PREDICTORS[modality]}")
+    PREDICTORS[modality] = target
+
 
 def register(add: AddCommand) -> None:
     p = add(
         "predict",
         cmd_predict,
-        "Classify raw text with a pipeline's exported model (ONNX or TorchScript).",
+        "Run a pipeline's exported model (ONNX or TorchScript) on new inputs: classify raw "
+        "text, or forecast the series of a table (--file series.csv).",
     )
     p.add_argument("spec", metavar="SPEC", help="the pipeline spec, e.g. pipelines/bbc_lstm.yaml")
     p.add_argument(
@@ -36,11 +59,16 @@ def register(add: AddCommand) -> None:
     p.add_argument(
         "--file",
         metavar="FILE",
-        help="classify every non-blank line of FILE ('-': standard input)",
+        help="text: classify every non-blank line of FILE ('-': standard input); "
+        "forecast: the table (CSV or Parquet) whose series to continue",
     )
     add_export_arguments(p, "model")
-    p.add_argument("--top", type=int, default=1, metavar="K", help="show the K likeliest labels")
-    p.add_argument("--json", action="store_true", help="one JSON object per text")
+    p.add_argument(
+        "--top", type=int, default=1, metavar="K", help="text: show the K likeliest labels"
+    )
+    p.add_argument(
+        "--json", action="store_true", help="one JSON object per text (per forecast step)"
+    )
 
 
 def _inputs(args: argparse.Namespace) -> list[str]:
@@ -62,14 +90,15 @@ def _inputs(args: argparse.Namespace) -> list[str]:
 class Classifier:
     """Raw text -> class probabilities, from an export folder alone."""
 
-    def __init__(self, folder: Path, fmt: str = "auto") -> None:
+    def __init__(self, folder: Path, fmt: str = "auto", path: Path | None = None) -> None:
         from torchkiln.text.vocab import TextEncoder
 
         self.folder = folder
         card = json.loads((folder / "model_card.json").read_text(encoding="utf-8"))
         self.classes: list[str] = list(card["classes"])
         self.encoder = TextEncoder.from_folder(folder)
-        fmt, path = exported_file(folder, fmt)
+        if path is None:
+            fmt, path = exported_file(folder, fmt)
         self.format = fmt
         self.run = self._onnx(path) if fmt == "onnx" else self._torchscript(path)
 
@@ -113,18 +142,26 @@ class Classifier:
         return np.concatenate(out)
 
 
-def open_classifier(folder: Path, fmt: str = "auto") -> Classifier:
-    if not (folder / "model_card.json").exists():
+def read_card(folder: Path) -> dict[str, Any]:
+    """The export folder's model card; a missing one says which command makes it."""
+    path = folder / "model_card.json"
+    if not path.exists():
         raise RunError(
             f"no exported model in {folder.as_posix()}: run the pipeline through its export "
             "stage first (`kiln run SPEC` or `dvc repro`)"
         )
+    card: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return card
+
+
+def open_classifier(folder: Path, fmt: str = "auto", path: Path | None = None) -> Classifier:
+    read_card(folder)
     if not (folder / "tokenizer.json").exists() or not (folder / "vocab.json").exists():
         raise RunError(
             f"{folder.as_posix()} has no tokenizer.json/vocab.json: `kiln predict` classifies "
             "raw text, and this export is not a text model"
         )
-    return Classifier(folder, fmt)
+    return Classifier(folder, fmt, path)
 
 
 def _preview(text: str, width: int = 60) -> str:
@@ -133,11 +170,31 @@ def _preview(text: str, width: int = 60) -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    import importlib
+
+    _, folder = export_folder(Path(args.spec), args.stage, "to predict with")
+    card = read_card(folder)
+    modality = (card.get("input") or {}).get("modality")
+    target = PREDICTORS.get(str(modality))
+    if target is None:
+        raise UsageError(
+            f"kiln predict runs exported models on {', '.join(sorted(PREDICTORS))} inputs; "
+            f"this export is a {card.get('task', '?')} model on {modality} inputs"
+        )
+    fmt, path = exported_file(folder, args.format)
+    module, _, func = target.partition(":")
+    predictor: Callable[..., int] = getattr(importlib.import_module(module), func)
+    return int(predictor(args, folder, card, fmt, path))
+
+
+def predict_text(
+    args: argparse.Namespace, folder: Path, card: dict[str, Any], fmt: str, path: Path
+) -> int:
+    """Classify the texts on the command line (and the lines of --file)."""
     if args.top < 1:
         raise UsageError("--top must be at least 1")
     texts = _inputs(args)
-    _, folder = export_folder(Path(args.spec), args.stage, "to predict with")
-    classifier = open_classifier(folder, args.format)
+    classifier = open_classifier(folder, fmt, path)
     probs = classifier.probabilities(texts)
     k = min(args.top, len(classifier.classes))
     for text, row in zip(texts, probs, strict=True):

@@ -35,6 +35,7 @@ from torchkiln.stages.base import (
     StageConfig,
 )
 from torchkiln.stages.distributed import DistributedConfig, distributed_problems
+from torchkiln.stages.loggers import Logger, logger_problems
 
 if TYPE_CHECKING:  # pragma: no cover
     from torchkiln.runtime.context import StageContext
@@ -90,6 +91,10 @@ class TrainGanConfig(StageConfig):
     """DataLoader worker processes for datasets read from files (in-memory data needs none)."""
     resume: bool = True
     """Resume an interrupted run from its last epoch checkpoint."""
+    loggers: list[Logger] = Field(default_factory=list)
+    """Also log to these: `tensorboard` (scalars per step and epoch, learning rates, sample
+    images, hparams) under .kiln/tensorboard/<pipeline>/<stage>/; needs
+    `pip install 'torchkiln[tensorboard]'`."""
     distributed: DistributedConfig | None = None
     """Train on several processes (torch.distributed DDP; both networks are wrapped),
     e.g. `{nproc: 2}`; default: one process."""
@@ -146,6 +151,7 @@ class TrainGan(ModelStageKind):
     def check(cls, config: Any, inputs: Mapping[str, Facts], facts: GraphFacts) -> Problems:
         problems = gan_model_problems(cls.name, inputs)
         problems += distributed_problems(config.distributed, config.batch_size, facts.device)
+        problems += logger_problems(config.loggers)
         if config.distributed is not None and config.distributed.strategy == "fsdp":
             problems.append(
                 (

@@ -21,16 +21,18 @@ from torch import nn
 from torchkiln.errors import RunError
 from torchkiln.gan.ema import Ema
 from torchkiln.io import write_json
-from torchkiln.runtime.checkpoints import Checkpointer, run_key
+from torchkiln.runtime import distributed
+from torchkiln.runtime.board import Board
 from torchkiln.runtime.context import StageContext
 from torchkiln.runtime.datasets import SplitData, open_dataset
-from torchkiln.runtime.device import resolve_device
-from torchkiln.runtime.engine import Meter, Plan, Selection, StepIndex, fit, steps_per_epoch
+from torchkiln.runtime.distributed import SINGLE, Group
+from torchkiln.runtime.engine import FitResult, Meter, Plan, Selection, StepIndex, steps_per_epoch
 from torchkiln.runtime.images import grid, save_grid, save_png, to_uint8
 from torchkiln.runtime.loop import Batch, materialized, resident
 from torchkiln.runtime.model_artifact import open_model, state_for_saving, write_model
 from torchkiln.runtime.preprocess import ImagePreprocessor, preprocessor_for
 from torchkiln.runtime.progress import log
+from torchkiln.runtime.training import distributed_record, run_training
 
 #: the order of the per-epoch diagnostics in history.json records and the log line
 DIAGNOSTICS = ("d_loss", "g_loss", "d_real", "d_fake", "grad_norm_d", "grad_norm_g")
@@ -85,7 +87,21 @@ class GanSteps:
     samples: list[torch.Tensor] = field(default_factory=list)
     g_params: list[nn.Parameter] = field(default_factory=list)
     d_params: list[nn.Parameter] = field(default_factory=list)
+    #: the networks that take gradient steps: DDP-wrapped on several processes (the
+    #: generator's and the discriminator's gradients are averaged separately), else the
+    #: model's own; no-gradient uses (the D step's fakes, the G step's critic) take the
+    #: plain networks, so nothing is synchronised that has no gradient
+    train_g: nn.Module | None = None
+    train_d: nn.Module | None = None
+    #: TensorBoard (rank 0, `loggers: [tensorboard]`): each epoch's sample grid is shown
+    board: Board | None = None
     record_keys: tuple[str, ...] = DIAGNOSTICS
+
+    def __post_init__(self) -> None:
+        if self.train_g is None:
+            self.train_g = self.model.generator
+        if self.train_d is None:
+            self.train_d = self.model.discriminator
 
     @property
     def latent_dim(self) -> int:
@@ -95,9 +111,9 @@ class GanSteps:
         """The generator that is sampled, evaluated and exported: the EMA one when enabled."""
         return self.ema.shadow if self.ema is not None else self.model.generator
 
-    def fake_inputs(self, noise: torch.Tensor) -> torch.Tensor:
+    def fake_inputs(self, noise: torch.Tensor, generator: nn.Module | None = None) -> torch.Tensor:
         """Generated images as the discriminator sees them (normalised like real ones)."""
-        return self.preprocess.normalize(self.model.generator(noise))
+        return self.preprocess.normalize((generator or self.model.generator)(noise))
 
     def start_epoch(self, epoch: int) -> None:
         self.model.train()
@@ -105,7 +121,7 @@ class GanSteps:
         self.d_params = [p for p in self.model.discriminator.parameters() if p.requires_grad]
 
     def step(self, batch: Batch, at: StepIndex, meter: Meter) -> torch.Tensor:
-        cfg, obj, disc = self.cfg, self.objective, self.model.discriminator
+        cfg, obj, disc = self.cfg, self.objective, self.train_d
         inputs, _ = batch
         real = self.preprocess.train_inputs(inputs)[0]
         n = real.shape[0]
@@ -131,8 +147,9 @@ class GanSteps:
         if critic_steps(at.global_step, cfg.n_critic):
             for p in self.d_params:  # no D gradients wanted in the G step: skip them
                 p.requires_grad_(False)
+            noise = torch.randn(n, self.latent_dim, device=self.device)
             g_loss = obj.generator_loss(
-                disc(self.fake_inputs(torch.randn(n, self.latent_dim, device=self.device)))
+                self.model.discriminator(self.fake_inputs(noise, self.train_g))
             )
             g_loss.backward()
             for p in self.d_params:
@@ -157,6 +174,8 @@ class GanSteps:
             if _steps_per(net, "epoch"):
                 sched.step()
         self.samples.append(self.sample(self.noise))
+        if self.board is not None:
+            self.board.images("samples/fixed_noise", self.samples[-1], epoch + 1)
         return more
 
     def snapshot(self) -> dict[str, torch.Tensor]:
@@ -202,11 +221,12 @@ class GanSteps:
         return to_uint8(images)
 
 
-def build_gan_steps(ctx: StageContext) -> tuple[GanSteps, SplitData]:
+def build_gan_steps(
+    ctx: StageContext, device: torch.device, group: Group = SINGLE
+) -> tuple[GanSteps, SplitData]:
     """The GAN, its optimizers, schedules and objective; returns the steps and the
     training split."""
     cfg = ctx.config
-    device = resolve_device(ctx.device, deterministic=ctx.deterministic)
     data = open_dataset(ctx.input("dataset"))
     if data.info.modality != "image":
         raise RunError(f"train_gan generates images; this dataset is {data.info.modality}")
@@ -238,6 +258,11 @@ def build_gan_steps(ctx: StageContext) -> tuple[GanSteps, SplitData]:
         raise RunError(
             f"the train split has {len(train)} images, fewer than batch_size {cfg.batch_size}"
         )
+    if group.active and cfg.distributed.sync_batchnorm:
+        model.generator = nn.SyncBatchNorm.convert_sync_batchnorm(model.generator)
+        model.discriminator = nn.SyncBatchNorm.convert_sync_batchnorm(model.discriminator)
+        g_params = [p for p in model.generator.parameters() if p.requires_grad]
+        d_params = [p for p in model.discriminator.parameters() if p.requires_grad]
     g_opt = cfg.generator.optimizer.build(g_params)
     d_opt = cfg.discriminator.optimizer.build(d_params)
     batches = steps_per_epoch(train, plan_of(cfg))
@@ -253,6 +278,8 @@ def build_gan_steps(ctx: StageContext) -> tuple[GanSteps, SplitData]:
         device=device,
         cfg=cfg,
         noise=fixed_noise(ctx.seed, cfg.samples, int(model.latent_dim)),
+        train_g=distributed.ddp(model.generator, group, device),
+        train_d=distributed.ddp(model.discriminator, group, device),
     )
     return steps, train
 
@@ -289,21 +316,26 @@ def write_plots(
 
 
 def run_train_gan(ctx: StageContext) -> None:
-    cfg = ctx.config
-    steps, train = build_gan_steps(ctx)
-    key = run_key(cfg, ctx.seed, ctx.task.name, ctx.device, ctx.inputs)
-    checkpoints = Checkpointer(ctx.scratch_dir, key, stage=ctx.stage, enabled=cfg.resume)
-    result = fit(
-        steps,
-        train,
-        plan_of(cfg),
-        Selection(monitor="g_loss", keep_last=True),
-        seed=ctx.seed,
-        device=steps.device,
-        checkpoints=checkpoints,
+    # there is no validation value: the last epoch's networks are the result
+    _, result = run_training(
+        ctx,
+        build_gan_steps,
+        plan_of(ctx.config),
+        lambda steps: Selection(monitor="g_loss", keep_last=True),
+        write_outputs,
     )
+    last = result.history[-1]
+    log(
+        f"after {len(result.history)} epochs: d_loss {last['d_loss']:.4f}, "
+        f"g_loss {last['g_loss']:.4f}"
+    )
+
+
+def write_outputs(ctx: StageContext, steps: GanSteps, result: FitResult, group: Group) -> None:
+    """The trained GAN (the EMA generator when kept), its history and sample grids."""
+    cfg = ctx.config
     artifact = open_model(ctx.input("model"))
-    training = {
+    training: dict[str, Any] = {
         "kind": "gan",
         "epochs_run": len(result.history),
         "loss": cfg.loss.model_dump(mode="json"),
@@ -311,6 +343,7 @@ def run_train_gan(ctx: StageContext) -> None:
         "ema_decay": cfg.ema.decay if cfg.ema is not None else None,
         "generator_weights": "ema" if steps.ema is not None else "last",
     }
+    training.update(distributed_record(cfg, group))
     write_model(
         ctx.out_dir,
         config=artifact.config(),
@@ -323,9 +356,3 @@ def run_train_gan(ctx: StageContext) -> None:
     write_json(ctx.out_dir / "history.json", result.history)
     write_json(ctx.metrics_path, {**result.history[-1], "epochs_run": len(result.history)})
     write_plots(result.history, steps.samples, cfg.contact_columns, ctx.plots_dir)
-    checkpoints.clear()
-    last = result.history[-1]
-    log(
-        f"after {len(result.history)} epochs: d_loss {last['d_loss']:.4f}, "
-        f"g_loss {last['g_loss']:.4f}"
-    )

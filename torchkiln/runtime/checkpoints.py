@@ -60,11 +60,21 @@ class Checkpointer:
             self.path.unlink()
 
 
-def run_key(config: Any, seed: int, task: str, device: str, inputs: dict[str, Path]) -> str:
-    """Hash of everything a training run's result depends on."""
+def run_key(
+    config: Any,
+    seed: int,
+    task: str,
+    device: str,
+    inputs: dict[str, Path],
+    *,
+    ignore: tuple[str, ...] = (),
+) -> str:
+    """Hash of everything a training run's result depends on; `ignore` names config keys
+    a checkpoint stays valid across (e.g. the process count)."""
+    settings = {k: v for k, v in config.model_dump(mode="json").items() if k not in ignore}
     blob = json.dumps(
         {
-            "config": config.model_dump(mode="json"),
+            "config": settings,
             "seed": seed,
             "task": task,
             "device": device,

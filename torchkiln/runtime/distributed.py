@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from torchkiln.errors import RunError
+from torchkiln.errors import PeerLost, RunError
 
 #: How long a collective may wait for a rank before the group gives up (a dead worker is
 #: noticed by the launcher well before that; this bounds a hang when it is not).
@@ -109,8 +109,23 @@ def session(settings: Any, device: torch.device) -> Iterator[tuple[Group, torch.
     try:
         yield group, device
         dist.barrier()
+    except RuntimeError as exc:
+        if not communication_failed(exc):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PeerLost(f"lost contact with another worker ({first[:200]})") from exc
     finally:
         dist.destroy_process_group()
+
+
+def communication_failed(exc: BaseException) -> bool:
+    """Whether an error is a collective failing because a peer is gone (not a bug here)."""
+    import torch.distributed as dist
+
+    text = str(exc)
+    return isinstance(exc, dist.DistError) or any(
+        marker in text for marker in ("gloo", "NCCL", "Connection reset", "Connection closed")
+    )
 
 
 def shard(index: torch.Tensor, group: Group) -> torch.Tensor:
@@ -118,6 +133,16 @@ def shard(index: torch.Tensor, group: Group) -> torch.Tensor:
     if not group.active:
         return index
     return index.tensor_split(group.world)[group.rank]
+
+
+def validation_share(index: torch.Tensor, group: Group) -> tuple[torch.Tensor, bool]:
+    """This rank's share of a validation batch, and whether it counts. A rank whose share
+    would be empty still scores one example (not counted): under FSDP every rank must run
+    every forward pass."""
+    share = shard(index, group)
+    if len(share) == 0:
+        return index[-1:], False
+    return share, True
 
 
 def rank_seed(seed: int, group: Group) -> int:
@@ -152,10 +177,17 @@ def wrap(model: nn.Module, settings: Any, group: Group, device: torch.device) ->
                 fully_shard(child)
         fully_shard(model)
         return model
+    return ddp(model, group, device)
+
+
+def ddp(module: nn.Module, group: Group, device: torch.device) -> nn.Module:
+    """`module` in a DistributedDataParallel wrapper (itself in one process)."""
+    if not group.active:
+        return module
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids)
+    return DistributedDataParallel(module, device_ids=ids)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -8,6 +8,11 @@ rates). Classification (`runtime/supervised.py`) and GANs (`gan/train.py`) run o
 
 It reads top to bottom: for each epoch, seed the random draws, take the epoch's batches,
 run the task's step on each, then record, select and checkpoint.
+
+On several processes (`runtime/distributed.py`) the engine gives each rank its share of
+every global batch (with the factor that makes the ranks' averaged gradients those of the
+whole batch), its own random stream, sums the epoch's meters over the ranks, and lets
+only rank 0 save checkpoints. A task's steps stay what they are in one process.
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ from typing import Any, Literal, NamedTuple, Protocol
 import torch
 
 from torchkiln.errors import RunError
+from torchkiln.runtime.board import Board
 from torchkiln.runtime.checkpoints import Checkpointer
 from torchkiln.runtime.datasets import SplitData
+from torchkiln.runtime.distributed import SINGLE, Group, all_sum, rank_seed, shard
 from torchkiln.runtime.loop import (
     Batch,
     bucketed_chunks,
@@ -36,12 +43,15 @@ from torchkiln.runtime.progress import EpochProgress, log
 
 class StepIndex(NamedTuple):
     """Where a step is: its epoch (0-based), its index in the epoch, the epoch's step
-    count, and its index over the whole run (resuming replays the same numbers)."""
+    count, and its index over the whole run (resuming replays the same numbers). `scale`
+    turns this rank's mean loss into its part of the global batch's mean, for the
+    gradient average across ranks (1.0 in one process)."""
 
     epoch: int
     step: int
     steps: int
     global_step: int
+    scale: float = 1.0
 
     @property
     def last(self) -> bool:
@@ -64,6 +74,18 @@ class Meter:
             total = self.sums[name] = torch.zeros((), device=self.device, dtype=value.dtype)
         total.add_(value)
         self.counts[name] = self.counts.get(name, 0) + count
+
+    def reduce(self, group: Group) -> None:
+        """Sum every name's total and count over the ranks (one collective)."""
+        if not group.active:
+            return
+        names = list(self.sums)
+        totals = [self.sums[n] if self.sums[n] is not None else torch.zeros(()) for n in names]
+        counts = [torch.tensor(float(self.counts[n])) for n in names]
+        summed = all_sum([t.to(self.device) for t in totals + counts], group)
+        for i, name in enumerate(names):
+            self.sums[name] = summed[i]
+            self.counts[name] = int(summed[len(names) + i])
 
     def means(self) -> dict[str, float]:
         """Each name's mean (0.0 for a name nothing was added to): one host sync."""
@@ -103,6 +125,8 @@ class Steps(Protocol):
 
     #: the names the step adds to the meter, in the order the history records them
     record_keys: tuple[str, ...]
+    #: TensorBoard, when the stage logs there (rank 0): the task may add images to it
+    board: Board | None
 
     def start_epoch(self, epoch: int) -> None:
         """Before an epoch's first step (e.g. `model.train()`)."""
@@ -196,6 +220,16 @@ def steps_per_epoch(data: SplitData, plan: Plan) -> int:
     return full if plan.drop_last and full and rest else math.ceil(len(data) / plan.batch_size)
 
 
+def rank_batches(batches: list[torch.Tensor], group: Group) -> list[tuple[torch.Tensor, float]]:
+    """Each global batch's share for this rank, with its loss scale (see `StepIndex`). A
+    last batch with fewer examples than ranks is left out: every rank must step."""
+    if not group.active:
+        return [(b, 1.0) for b in batches]
+    if batches and len(batches[-1]) < group.world:
+        batches = batches[:-1]
+    return [(shard(b, group), len(shard(b, group)) * group.world / len(b)) for b in batches]
+
+
 def fit(
     steps: Steps,
     data: SplitData,
@@ -205,9 +239,12 @@ def fit(
     seed: int,
     device: torch.device,
     checkpoints: Checkpointer,
+    group: Group = SINGLE,
+    board: Board | None = None,
 ) -> FitResult:
     """Train for `plan.epochs` epochs (fewer when stopping early), resuming from the last
-    checkpoint when there is one; returns the history and the selected epoch's weights."""
+    checkpoint when there is one; returns the history and the selected epoch's weights.
+    Every rank of a process group runs it; only rank 0 writes the checkpoints."""
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"value": None, "epoch": 0, "state": None, "waited": 0}
     start = 0
@@ -221,23 +258,34 @@ def fit(
     for epoch in range(start, plan.epochs if not stopped else start):
         progress.start(epoch + 1)
         steps.start_epoch(epoch)
-        torch.manual_seed(epoch_seed(seed, epoch))  # dropout, augmentation, noise draws
-        batches = epoch_batches(data, plan, seed, epoch)
-        count = len(batches)
+        # dropout, augmentation, noise draws: each rank its own stream (rank 0's is the
+        # one a single process draws)
+        torch.manual_seed(rank_seed(epoch_seed(seed, epoch), group))
+        shares = rank_batches(epoch_batches(data, plan, seed, epoch), group)
+        count = len(shares)
         guard = NonFiniteGuard(count, device)
         meter = Meter(device, steps.record_keys)
         loader = iterate_batches(
-            data, batches, num_workers=plan.num_workers, pin_memory=device.type == "cuda"
+            data,
+            [index for index, _ in shares],
+            num_workers=plan.num_workers,
+            pin_memory=device.type == "cuda",
         )
         for step, batch in enumerate(loader):
-            at = StepIndex(epoch, step, count, epoch * count + step)
+            at = StepIndex(epoch, step, count, epoch * count + step, shares[step][1])
             loss = steps.step(to_device(batch, device), at, meter)
             guard.record(step, loss)
+            logged = guard.checked
             guard.check(step, epoch + 1, force=at.last)
+            if board is not None and guard.checked > logged:  # synced anyway: log the steps
+                board.losses(epoch * count + logged, guard.losses[logged : guard.checked])
             progress.step(1)
+        meter.reduce(group)
         record: dict[str, Any] = {"epoch": epoch + 1, **meter.means()}
         record.update(steps.finish_epoch(epoch, record))
         history.append(record)
+        if board is not None:
+            board.epoch(record)
         note = ""
         if selection.keep_last or selection.better(record[selection.monitor], best["value"]):
             best = {"value": record[selection.monitor], "epoch": epoch + 1, "waited": 0}
@@ -249,9 +297,9 @@ def fit(
         if selection.patience is not None and best["waited"] >= selection.patience:
             stopped = best["stopped"] = True
             log(f"early stopping: {selection.monitor} has not improved for {best['waited']} epochs")
-        checkpoints.save(
-            {"epoch": epoch + 1, "history": history, "best": best, "task": steps.state_dict()}
-        )
+        state = steps.state_dict()  # every rank: gathering a sharded model is collective
+        if group.main:
+            checkpoints.save({"epoch": epoch + 1, "history": history, "best": best, "task": state})
         if stopped:
             break
     return FitResult(

@@ -160,6 +160,14 @@ def card_markdown(card: dict[str, Any]) -> str:
             + ", ".join(f"{k} {v}" for k, v in training.items() if not isinstance(v, dict | list))
             + ".",
         ]
+    spread = training.get("distributed")
+    if spread:
+        lines.append(
+            f"Trained on {spread['processes']} processes ({spread['strategy']}, "
+            f"{spread['backend']} backend, nproc {spread['nproc']}"
+            + (", synchronised BatchNorm" if spread.get("sync_batchnorm") else "")
+            + ")."
+        )
     lines += [
         "",
         "## Files",

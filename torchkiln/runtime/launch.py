@@ -17,7 +17,7 @@ import sys
 import uuid
 from typing import TYPE_CHECKING
 
-from torchkiln.errors import RunError
+from torchkiln.errors import PeerLost, RunError
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
@@ -40,7 +40,7 @@ def run_workers(command: list[str], nproc: int, *, stage: str) -> None:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # we report
     os.environ.setdefault("OMP_NUM_THREADS", str(threads_per_worker(nproc)))
     os.environ[LAUNCHER_ENV] = str(os.getpid())
     config = LaunchConfig(
@@ -65,24 +65,31 @@ def run_workers(command: list[str], nproc: int, *, stage: str) -> None:
         os.environ.pop(LAUNCHER_ENV, None)
 
 
-def failure_message(stage: str, failures: dict[int, ProcessFailure]) -> str:
-    """Which ranks failed and how; a rank that reported its own error points at it."""
-    parts = []
-    killed = False
-    for rank in sorted(failures):
+def root_cause(failures: dict[int, ProcessFailure]) -> tuple[int, int]:
+    """(rank, exit code) of the failure that started it: a worker killed by a signal
+    other than the SIGTERM the agent stops the others with, else one that reported an
+    error of its own, else the earliest. Workers that only lost contact (`PeerLost`'s exit
+    code) or were stopped by the agent are consequences."""
+    stopped, lost = -int(signal.SIGTERM), PeerLost.exit_code
+
+    def weight(rank: int) -> tuple[int, float, int]:
         code = int(failures[rank].exitcode)
-        if code < 0:
-            parts.append(f"rank {rank} was killed by {signal.Signals(-code).name}")
-            killed = True
-        else:
-            parts.append(f"rank {rank} exited with code {code} (its error is above)")
-    advice = (
-        "; the other workers were stopped. Its last epoch checkpoint is kept: run the stage "
-        "again to resume"
-        if killed
-        else ""
-    )
-    return f"training stage {stage!r} failed: " + ", ".join(parts) + advice
+        kind = 0 if code < 0 and code != stopped else 1 if code not in (stopped, lost) else 2
+        return kind, failures[rank].timestamp, rank
+
+    rank = min(failures, key=weight)
+    return rank, int(failures[rank].exitcode)
+
+
+def failure_message(stage: str, failures: dict[int, ProcessFailure]) -> str:
+    rank, code = root_cause(failures)
+    if code < 0:
+        return (
+            f"training stage {stage!r} failed: rank {rank} was killed by "
+            f"{signal.Signals(-code).name}; the other workers were stopped. The last epoch "
+            "checkpoint is kept: run the stage again to resume"
+        )
+    return f"training stage {stage!r} failed on rank {rank} (exit code {code}): see its error above"
 
 
 def follow_launcher() -> None:

@@ -11,8 +11,15 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+def helper_rank() -> bool:
+    """A worker other than rank 0 of a distributed stage: it reports nothing but errors."""
+    return os.environ.get("RANK", "0") != "0"
+
+
 def interactive() -> bool:
     """Bars only on a terminal; KILN_PROGRESS=lines|bar overrides."""
+    if helper_rank():
+        return False
     forced = os.environ.get("KILN_PROGRESS")
     if forced in ("lines", "bar"):
         return forced == "bar"
@@ -20,7 +27,8 @@ def interactive() -> bool:
 
 
 def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    if not helper_rank():
+        print(message, file=sys.stderr, flush=True)
 
 
 def progress(items: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:

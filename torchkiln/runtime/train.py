@@ -4,6 +4,10 @@ The step is what a careful hand-written loop does: forward under autocast, backw
 optional clipping, optimizer step, `zero_grad(set_to_none=True)`. Losses and counts
 accumulate on the device; the host syncs only every few dozen steps (the engine's
 non-finite check) and at the end of an epoch.
+
+With `distributed:`, every rank runs this with its share of each batch; the model is
+wrapped in DDP or FSDP (`runtime/distributed.py`). Validation is sharded too: each rank
+scores its share of the validation split and the sums are added up over the ranks.
 """
 
 from __future__ import annotations
@@ -17,11 +21,12 @@ from torch import nn
 
 from torchkiln.errors import RunError
 from torchkiln.io import write_json
-from torchkiln.runtime.checkpoints import Checkpointer, run_key
+from torchkiln.runtime import distributed
+from torchkiln.runtime.board import Board
 from torchkiln.runtime.context import StageContext
 from torchkiln.runtime.datasets import SplitData, open_dataset
-from torchkiln.runtime.device import resolve_device
-from torchkiln.runtime.engine import Meter, Plan, Selection, StepIndex, fit
+from torchkiln.runtime.distributed import SINGLE, Group
+from torchkiln.runtime.engine import FitResult, Meter, Plan, Selection, StepIndex
 from torchkiln.runtime.loop import (
     Batch,
     autocast,
@@ -31,9 +36,10 @@ from torchkiln.runtime.loop import (
     resident,
     to_device,
 )
-from torchkiln.runtime.model_artifact import open_model, state_for_saving, write_model
+from torchkiln.runtime.model_artifact import open_model, write_model
 from torchkiln.runtime.preprocess import Preprocessor, preprocessor_for
 from torchkiln.runtime.progress import log
+from torchkiln.runtime.training import distributed_record, run_training
 
 
 @dataclass
@@ -50,12 +56,15 @@ class SupervisedSteps:
     scaler: torch.amp.GradScaler
     val: SplitData | None
     monitor: str
+    group: Group = SINGLE
+    #: TensorBoard (rank 0, `loggers: [tensorboard]`): the first batch's images are shown
+    board: Board | None = None
     record_keys: tuple[str, ...] = ("train_loss", "train_accuracy")
 
     @property
     def plain_model(self) -> nn.Module:
-        """The model itself, also when `compile: true` wrapped it."""
-        return getattr(self.model, "_orig_mod", self.model)
+        """The model itself, also when `compile: true` or DDP wrapped it."""
+        return distributed.unwrap(self.model)
 
     def _inputs(self, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         if self.cfg.channels_last:
@@ -71,11 +80,14 @@ class SupervisedSteps:
     def step(self, batch: Batch, at: StepIndex, meter: Meter) -> torch.Tensor:
         cfg, opt = self.cfg, self.optimizer
         inputs, targets = batch
+        if self.board is not None and at.global_step == 0 and inputs[0].dtype == torch.uint8:
+            self.board.images("train/first_batch", inputs[0][:32], 0)
         inputs = self._inputs(self.preprocess.train_inputs(inputs))
         with autocast(self.device, cfg.precision):
             logits = self.model(*inputs)
             loss = self.loss_fn(logits, targets)
-        self.scaler.scale(loss / cfg.grad_accumulation).backward()
+        share = loss * at.scale if at.scale != 1.0 else loss  # this rank's part of the batch
+        self.scaler.scale(share / cfg.grad_accumulation).backward()
         if (at.step + 1) % cfg.grad_accumulation == 0 or at.last:
             if cfg.clip_grad_norm is not None:
                 self.scaler.unscale_(opt)
@@ -98,14 +110,20 @@ class SupervisedSteps:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         index_chunks = chunks(torch.arange(len(self.val)), max(self.cfg.batch_size, 256))
-        for batch in iterate_batches(self.val, index_chunks, num_workers=self.cfg.num_workers):
+        shares = [distributed.validation_share(c, self.group) for c in index_chunks]
+        loader = iterate_batches(
+            self.val, [index for index, _ in shares], num_workers=self.cfg.num_workers
+        )
+        for (_, counted), batch in zip(shares, loader, strict=True):
             inputs, targets = to_device(batch, self.device)
             inputs = self._inputs(self.preprocess.eval_inputs(inputs))
             with autocast(self.device, self.cfg.precision):
                 logits = self.model(*inputs)
                 loss = self.loss_fn(logits.float(), targets)
-            loss_sum += loss * len(targets)
-            correct += (logits.argmax(dim=1) == targets).sum()
+            if counted:
+                loss_sum += loss * len(targets)
+                correct += (logits.argmax(dim=1) == targets).sum()
+        loss_sum, correct = distributed.all_sum([loss_sum, correct], self.group)
         n = len(self.val)
         return {"val_loss": float(loss_sum) / n, "val_accuracy": float(correct) / n}
 
@@ -120,19 +138,20 @@ class SupervisedSteps:
         return more
 
     def snapshot(self) -> dict[str, torch.Tensor]:
-        return state_for_saving(self.plain_model)
+        state = distributed.full_state(self.model, self.group)
+        return {k: v.detach().to("cpu").clone().contiguous() for k, v in state.items()}
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "model": self.plain_model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": distributed.full_state(self.model, self.group),
+            "optimizer": distributed.optimizer_state(self.model, self.optimizer, self.group),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
             "scaler": self.scaler.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.plain_model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        distributed.load_full_state(self.model, state["model"], self.group)
+        distributed.load_optimizer_state(self.model, self.optimizer, state["optimizer"], self.group)
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -148,19 +167,20 @@ def plan_of(cfg: Any) -> Plan:
     )
 
 
-def build_steps(ctx: StageContext) -> tuple[SupervisedSteps, SplitData]:
+def build_steps(
+    ctx: StageContext, device: torch.device, group: Group = SINGLE
+) -> tuple[SupervisedSteps, SplitData]:
     """Model, optimizer, scheduler, loss and data of a train stage; returns the steps and
     the training split."""
     cfg = ctx.config
-    device = resolve_device(ctx.device, deterministic=ctx.deterministic)
     data = open_dataset(ctx.input("dataset"))
     model = open_model(ctx.input("model")).build().to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    if not trainable:
+    if not any(p.requires_grad for p in model.parameters()):
         raise RunError("every parameter is frozen; nothing to train (check build_model's freeze)")
-    optimizer = cfg.optimizer.build(trainable)
+    model = distributed.wrap(model, cfg.distributed, group, device)
+    optimizer = cfg.optimizer.build([p for p in model.parameters() if p.requires_grad])
     train = resident(materialized(data.split("train")), device)
     val = resident(materialized(data.split("val")), device) if data.count("val") else None
     monitor = cfg.monitor if val is not None else "train_loss"
@@ -184,48 +204,49 @@ def build_steps(ctx: StageContext) -> tuple[SupervisedSteps, SplitData]:
         scaler=torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16"),
         val=val,
         monitor=monitor,
+        group=group,
     )
     return steps, train
 
 
-def run_train(ctx: StageContext) -> None:
-    cfg = ctx.config
-    steps, train = build_steps(ctx)
+def selection_of(steps: SupervisedSteps) -> Selection:
+    """The best epoch by the monitored value; without validation data, the last one."""
+    cfg = steps.cfg
     if steps.val is None:
         log("no validation split: the last epoch is kept (monitor falls back to train_loss)")
-    selection = Selection(
+    return Selection(
         monitor=steps.monitor,
         mode="min" if steps.monitor.endswith("loss") else "max",
         keep_last=steps.val is None,
         min_delta=cfg.early_stopping.min_delta if cfg.early_stopping else 0.0,
         patience=cfg.early_stopping.patience if cfg.early_stopping else None,
     )
-    key = run_key(cfg, ctx.seed, ctx.task.name, ctx.device, ctx.inputs)
-    checkpoints = Checkpointer(ctx.scratch_dir, key, stage=ctx.stage, enabled=cfg.resume)
-    result = fit(
-        steps,
-        train,
-        plan_of(cfg),
-        selection,
-        seed=ctx.seed,
-        device=steps.device,
-        checkpoints=checkpoints,
-    )
+
+
+def run_train(ctx: StageContext) -> None:
+    steps, result = run_training(ctx, build_steps, plan_of(ctx.config), selection_of, write_outputs)
+    log(f"best epoch {result.best_epoch}: {steps.monitor} {result.best_value:.4f}")
+
+
+def write_outputs(
+    ctx: StageContext, steps: SupervisedSteps, result: FitResult, group: Group
+) -> None:
+    """The trained model (the selected epoch's weights), metrics and the history plot."""
     artifact = open_model(ctx.input("model"))
+    training: dict[str, Any] = {
+        "best_epoch": result.best_epoch,
+        "monitor": steps.monitor,
+        "epochs_run": len(result.history),
+        "stopped_early": result.stopped_early,
+    }
+    training.update(distributed_record(ctx.config, group))
     write_model(
         ctx.out_dir,
         config=artifact.config(),
         info=artifact.info,
         state=result.state,
         frozen=artifact.frozen,
-        extra={
-            "training": {
-                "best_epoch": result.best_epoch,
-                "monitor": steps.monitor,
-                "epochs_run": len(result.history),
-                "stopped_early": result.stopped_early,
-            }
-        },
+        extra={"training": training},
     )
     summary = {k: v for k, v in result.best_record.items() if k != "epoch"}
     write_json(
@@ -234,5 +255,3 @@ def run_train(ctx: StageContext) -> None:
     )
     ctx.plots_dir.mkdir(parents=True, exist_ok=True)
     write_json(ctx.plots_dir / "history.json", result.history)
-    checkpoints.clear()
-    log(f"best epoch {result.best_epoch}: {steps.monitor} {result.best_value:.4f}")

@@ -14,19 +14,30 @@ from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints, ValidationError
 
-from torchkiln.errors import Issue, SpecError
+from torchkiln.errors import Issue, SpecError, UsageError
 from torchkiln.packs import load_builtins
 from torchkiln.registry import kinds
 from torchkiln.registry.component import Config, registered
 from torchkiln.registry.kinds import TaskConfig
 from torchkiln.registry.plugins import Plugin, PluginError, load_plugin
 from torchkiln.registry.registry import UnknownNameError, choices_text, did_you_mean
+from torchkiln.schemas.compose import load_spec
 from torchkiln.schemas.fields import PIPELINE_NAME_PATTERN, STAGE_NAME_PATTERN, PipelineName
 from torchkiln.schemas.issues import issues_from, render_value
-from torchkiln.schemas.yaml_source import Loc, YamlDocument, load_yaml
+from torchkiln.schemas.yaml_source import Loc, Source, YamlDocument
 from torchkiln.stages.base import NO_FACTS, Facts, GraphFacts, StageConfig, StageKind, stage_kind
 
-TOP_LEVEL_KEYS = ("name", "task", "seed", "device", "deterministic", "plugins", "stages")
+TOP_LEVEL_KEYS = (
+    "name",
+    "extends",
+    "abstract",
+    "task",
+    "seed",
+    "device",
+    "deterministic",
+    "plugins",
+    "stages",
+)
 
 
 def _default_task() -> TaskConfig:
@@ -38,7 +49,14 @@ class PipelineHeader(Config):
 
     name: PipelineName | None = None
     """Pipeline name (default: the file's stem). Only a-z, 0-9 and _, because DVC stage
-    names are `<pipeline>-<stage>`."""
+    names are `<pipeline>-<stage>`. Never inherited through `extends`."""
+    extends: str | list[str] | None = None
+    """Base spec(s) this one changes, relative to this file (a list applies left to right,
+    this file last): mappings merge, the later file wins, lists and scalars are replaced,
+    a component with another `name` replaces the whole block."""
+    abstract: bool = False
+    """A base for other specs to extend, not a pipeline of its own (`kiln validate` and
+    `kiln dvc` check it through the specs that extend it)."""
     task: Annotated[TaskConfig, registered(kinds.tasks)] = Field(default_factory=_default_task)
     """What the pipeline learns: classification, gan, ... (`kiln list task`)."""
     seed: int = Field(0, ge=0, le=2**32 - 1)
@@ -90,8 +108,9 @@ class Pipeline:
     def file(self) -> str:
         return self.path.as_posix()
 
-    def top_level_present(self) -> set[str]:
-        return set(self.doc.data)
+    def sources(self) -> list[Source]:
+        """The files the spec is made of: itself first, then the bases it extends."""
+        return self.doc.sources or [Source(self.file, self.doc.data)]
 
     def canonical(self) -> dict[str, Any]:
         """The validated spec with every default filled in: what the digest covers."""
@@ -147,8 +166,10 @@ def _plugins(doc: YamlDocument, spec_dir: Path, issues: list[Issue]) -> list[Plu
     for i, entry in enumerate(raw):
         if not isinstance(entry, str):
             continue
+        written = doc.written(("plugins", i))  # an inherited entry is relative to its base
+        where = Path(written.file).parent if written and written.file else spec_dir
         try:
-            loaded.append(load_plugin(entry, spec_dir))
+            loaded.append(load_plugin(entry, where))
         except PluginError as exc:
             issues.append(doc.issue(("plugins", i), str(exc)))
     return loaded
@@ -339,6 +360,17 @@ def validate_document(doc: YamlDocument, path: Path) -> Pipeline:
     )
 
 
+def is_abstract(doc: YamlDocument) -> bool:
+    return doc.data.get("abstract") is True
+
+
 def load_pipeline(path: Path) -> Pipeline:
-    """Read, parse and validate the spec at `path` (a path relative to the working directory)."""
-    return validate_document(load_yaml(path), path)
+    """Read, parse and validate the spec at `path` (a path relative to the working
+    directory), with everything it extends."""
+    doc = load_spec(path)
+    if is_abstract(doc):
+        raise UsageError(
+            f"{path.as_posix()} is an abstract base (abstract: true), not a pipeline: "
+            "run or compile a spec that extends it"
+        )
+    return validate_document(doc, path)

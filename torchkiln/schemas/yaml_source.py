@@ -73,6 +73,21 @@ class _Composer(Reader, Scanner, Parser, Composer, _CoreResolver):
 class Position:
     line: int
     col: int
+    #: the file it is in (None: the document's own file)
+    file: str | None = None
+    #: through which `extends:` entries it reached the document (`child.yaml:2:10`)
+    via: tuple[str, ...] = ()
+
+    def where(self, default_file: str) -> str:
+        return f"{self.file or default_file}:{self.line}:{self.col}"
+
+
+@dataclass(frozen=True)
+class Source:
+    """One file a spec is made of (itself, or a base it extends), as written."""
+
+    file: str
+    data: dict[str, Any]
 
 
 @dataclass
@@ -83,6 +98,8 @@ class YamlDocument:
     data: dict[str, Any]
     values: dict[Loc, Position] = field(default_factory=dict)
     keys: dict[Loc, Position] = field(default_factory=dict)
+    #: the files the data comes from: the spec itself first, then what it extends
+    sources: list[Source] = field(default_factory=list)
 
     def position(self, loc: Loc, *, key: bool = False) -> Position:
         """Where `loc` is written. A path that does not exist is placed at its nearest
@@ -115,7 +132,17 @@ class YamlDocument:
 
     def issue(self, loc: Loc, message: str, *, key: bool = False) -> Issue:
         pos = self.position(loc, key=key)
-        return Issue(self.file, pos.line, pos.col, dotted(loc), message)
+        return Issue(pos.file or self.file, pos.line, pos.col, dotted(loc), message, pos.via)
+
+    def written(self, loc: Loc) -> Position | None:
+        """Where the value at `loc` was written, or None for a default. A field of a
+        component given by name alone (`optimizer: SGD`) was written only as `name`."""
+        loc = tuple(loc)
+        if loc in self.values:
+            return self.values[loc]
+        if loc and loc[-1] == "name" and isinstance(self._value_at(loc[:-1]), str):
+            return self.values.get(loc[:-1])
+        return None
 
 
 def dotted(loc: Loc) -> str:
@@ -301,6 +328,7 @@ def load_yaml_text(text: str, file: str) -> YamlDocument:
             [Issue(file, 1, 1, "", f"the top level must be a mapping with 'stages' (got {kind})")]
         )
     builder.doc.data = data
+    builder.doc.sources = [Source(file, data)]
     return builder.doc
 
 

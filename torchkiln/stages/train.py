@@ -29,6 +29,7 @@ from torchkiln.stages.base import (
     StageConfig,
 )
 from torchkiln.stages.distributed import DistributedConfig, distributed_problems
+from torchkiln.stages.loggers import Logger, logger_problems
 
 if TYPE_CHECKING:  # pragma: no cover
     from torchkiln.runtime.context import StageContext
@@ -82,6 +83,10 @@ class TrainConfig(StageConfig):
     """Compile the model with torch.compile."""
     resume: bool = True
     """Resume an interrupted run from its last epoch checkpoint."""
+    loggers: list[Logger] = Field(default_factory=list)
+    """Also log to these: `tensorboard` (scalars per step and epoch, learning rates, sample
+    images, hparams) under .kiln/tensorboard/<pipeline>/<stage>/; needs
+    `pip install 'torchkiln[tensorboard]'`."""
     distributed: DistributedConfig | None = None
     """Train on several processes (torch.distributed DDP or FSDP), e.g. `{nproc: 2}`;
     default: one process."""
@@ -107,6 +112,7 @@ class Train(ModelStageKind):
             config.scheduler is not None and config.scheduler.needs_metric
         )
         problems = distributed_problems(config.distributed, config.batch_size, facts.device)
+        problems += logger_problems(config.loggers)
         if needs_val and "dataset" in inputs and inputs["dataset"].has_val is False:
             problems.append(
                 (
