@@ -386,3 +386,69 @@ def test_onnx_runs_in_onnxruntime_with_a_dynamic_batch(tiny: Path) -> None:
         (got,) = session.run(None, {"images": images[:batch]})
         assert got.shape == (batch, 4)
         np.testing.assert_allclose(got, expected[:batch], atol=1e-4, rtol=0)
+
+
+def write_test_images(folder: Path, target: Path) -> list[Path]:
+    """The test split as PNG files, as a user would have them."""
+    from PIL import Image
+
+    stored, _ = stored_test_split(folder)
+    target.mkdir()
+    paths = []
+    for i, image in enumerate(stored):
+        path = target / f"{i:03d}.png"
+        Image.fromarray(image[0].numpy()).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_predict_classifies_image_files_as_evaluate_did(tiny: Path, tmp_path: Path) -> None:
+    """PNGs of the test split, given as a folder: the same classes evaluate predicted, with
+    ONNX (the default) and TorchScript; --json and --top for tools."""
+    write_test_images(tiny, tmp_path / "images")
+    expected = evaluated_predictions(tiny)
+    for fmt in ("auto", "torchscript"):
+        result = ok(
+            kiln("predict", "tiny.yaml", str(tmp_path / "images"), "--format", fmt, cwd=tiny)
+        )
+        labels = [line.split("\t")[0] for line in result.stdout.splitlines()]
+        assert labels == expected, fmt
+    result = ok(
+        kiln(
+            "predict",
+            "tiny.yaml",
+            "--json",
+            str(tmp_path / "images/000.png"),
+            "--top",
+            "2",
+            cwd=tiny,
+        )
+    )
+    record = json.loads(result.stdout)
+    assert record["label"] == expected[0] and len(record["top"]) == 2
+    assert record["file"] == (tmp_path / "images/000.png").as_posix()
+    assert 0.0 <= record["top"][1]["probability"] <= record["probability"] <= 1.0
+
+
+def test_predict_converts_and_resizes_like_the_dataset(tiny: Path, tmp_path: Path) -> None:
+    """An RGB image four times the size becomes grayscale 8x8, as load_data would make it."""
+    from PIL import Image
+
+    (path,) = write_test_images(tiny, tmp_path / "images")[:1]
+    small = ok(kiln("predict", "tiny.yaml", str(path), "--json", cwd=tiny))
+    big = tmp_path / "big.png"
+    Image.open(path).convert("RGB").resize((32, 32), Image.Resampling.NEAREST).save(big)
+    large = ok(kiln("predict", "tiny.yaml", str(big), "--json", cwd=tiny))
+    assert json.loads(large.stdout)["label"] == json.loads(small.stdout)["label"]
+
+
+def test_predict_reports_unreadable_files_and_keeps_the_others(tiny: Path, tmp_path: Path) -> None:
+    paths = write_test_images(tiny, tmp_path / "images")
+    (tmp_path / "images" / "broken.png").write_bytes(b"not a png")
+    result = kiln("predict", "tiny.yaml", str(tmp_path / "images"), cwd=tiny)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "cannot read image" in result.stderr and "broken.png" in result.stderr
+    assert "1 of 25 file(s) could not be read as images" in result.stderr
+    assert len(result.stdout.splitlines()) == len(paths)
+    missing = kiln("predict", "tiny.yaml", str(tmp_path / "nope.png"), cwd=tiny)
+    assert missing.returncode == 2 and "nope.png: no such file or folder" in missing.stderr

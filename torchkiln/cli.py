@@ -67,7 +67,14 @@ def debugging() -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # a command that takes a list of inputs (`kiln predict SPEC a.png --top 3 b.png`) may
+    # have them on either side of its options; anything else left over is an error
+    spill = getattr(args, "intermixed", None)
+    if extra and spill and not any(e.startswith("-") and e != "-" for e in extra):
+        setattr(args, spill, [*getattr(args, spill), *extra])
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return 2

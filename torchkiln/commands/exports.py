@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+from typing import Any
 
 from torchkiln.errors import RunError, UsageError
 
@@ -54,3 +56,15 @@ def exported_file(folder: Path, fmt: str) -> tuple[str, Path]:
             "(or pick another with --format) and rerun the export"
         )
     return fmt, path
+
+
+def read_card(folder: Path) -> dict[str, Any]:
+    """The export folder's model card; a missing one says which command makes it."""
+    path = folder / "model_card.json"
+    if not path.exists():
+        raise RunError(
+            f"no exported model in {folder.as_posix()}: run the pipeline through its export "
+            "stage first (`kiln run SPEC` or `dvc repro`)"
+        )
+    card: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return card

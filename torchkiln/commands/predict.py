@@ -1,61 +1,52 @@
 """`kiln predict SPEC ...`: run a pipeline's exported model on new inputs.
 
 Uses only the export folder (`runs/<pipeline>/<export stage>/out`). Its model card says
-what the model takes (`input.modality`), and that picks the predictor (`PREDICTORS`):
+what the model takes (`input.modality`), and that picks the pack's predictor
+(`torchkiln.data.formats.register_predictor`):
 
-- text: `kiln predict SPEC "some text" ...` classifies raw text: `tokenizer.json` and
-  `vocab.json` encode it exactly as load_data did;
+- image: `kiln predict SPEC IMAGE... | DIR` classifies image files (any size: converted
+  and resized as the dataset's settings say) with the top classes and probabilities;
+- text: `kiln predict SPEC "some text" ...` classifies raw text, encoded with the exported
+  `tokenizer.json` and `vocab.json` exactly as load_data did;
 - series: `kiln predict SPEC --file series.csv` forecasts the next `horizon` values after
-  the table's last timestamp (torchkiln.forecast.predict).
+  the table's last timestamp.
 
-Either way `model.onnx` runs under onnxruntime (numpy only, no torch import) or `model.pt`
-under TorchScript. The spec is read for the pipeline's name and export stage (validation
-only, no torch). A modality with no predictor (images, for now) says so.
+`model.onnx` runs under onnxruntime (numpy only, no torch import) or `model.pt` under
+TorchScript (`--format`). The spec is read for the pipeline's name and export stage
+(validation only, no torch).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from torchkiln.commands import AddCommand
-from torchkiln.commands.exports import add_export_arguments, export_folder, exported_file
-from torchkiln.errors import RunError, UsageError
-
-#: The exported model's input modality (its card's `input.modality`) -> the predictor,
-#: "module:function" imported when used; called as `predictor(args, folder, card, format,
-#: model path)` and returns the exit code.
-PREDICTORS: dict[str, str] = {
-    "text": "torchkiln.commands.predict:predict_text",
-    "series": "torchkiln.forecast.predict:predict_series",
-}
-
-
-def register_predictor(modality: str, target: str) -> None:
-    """Declare the predictor (`module:function`) of an exported model's input modality."""
-    if PREDICTORS.get(modality, target) != target:
-        raise ValueError(f"modality {modality!r} already has predictor {PREDICTORS[modality]}")
-    PREDICTORS[modality] = target
+from torchkiln.commands.exports import (
+    add_export_arguments,
+    export_folder,
+    exported_file,
+    read_card,
+)
+from torchkiln.errors import UsageError
 
 
 def register(add: AddCommand) -> None:
     p = add(
         "predict",
         cmd_predict,
-        "Run a pipeline's exported model (ONNX or TorchScript) on new inputs: classify raw "
-        "text, or forecast the series of a table (--file series.csv).",
+        "Run a pipeline's exported model (ONNX or TorchScript) on new inputs: classify image "
+        "files or raw text, or forecast the series of a table (--file series.csv).",
     )
-    p.add_argument("spec", metavar="SPEC", help="the pipeline spec, e.g. pipelines/bbc_lstm.yaml")
+    p.add_argument("spec", metavar="SPEC", help="the pipeline spec, e.g. pipelines/mnist_cnn.yaml")
     p.add_argument(
-        "texts",
+        "inputs",
         nargs="*",
-        metavar="TEXT",
-        help="texts to classify (options go before SPEC or last)",
+        metavar="INPUT",
+        help="image files or folders of images (image models), or texts (text models); "
+        "before, between or after the options",
     )
+    p.set_defaults(intermixed="inputs")
     p.add_argument(
         "--file",
         metavar="FILE",
@@ -64,148 +55,24 @@ def register(add: AddCommand) -> None:
     )
     add_export_arguments(p, "model")
     p.add_argument(
-        "--top", type=int, default=1, metavar="K", help="text: show the K likeliest labels"
+        "--top", type=int, default=1, metavar="K", help="classifiers: show the K likeliest labels"
     )
     p.add_argument(
-        "--json", action="store_true", help="one JSON object per text (per forecast step)"
+        "--json", action="store_true", help="one JSON object per input (per forecast step)"
     )
-
-
-def _inputs(args: argparse.Namespace) -> list[str]:
-    texts = list(args.texts)
-    if args.file:
-        if args.file == "-":
-            lines = sys.stdin.read().splitlines()
-        else:
-            path = Path(args.file)
-            if not path.is_file():
-                raise UsageError(f"--file {args.file}: no such file")
-            lines = path.read_text(encoding="utf-8").splitlines()
-        texts += [line for line in lines if line.strip()]
-    if not texts:
-        raise UsageError("give texts to classify, or --file FILE with one text per line")
-    return texts
-
-
-class Classifier:
-    """Raw text -> class probabilities, from an export folder alone."""
-
-    def __init__(self, folder: Path, fmt: str = "auto", path: Path | None = None) -> None:
-        from torchkiln.text.vocab import TextEncoder
-
-        self.folder = folder
-        card = json.loads((folder / "model_card.json").read_text(encoding="utf-8"))
-        self.classes: list[str] = list(card["classes"])
-        self.encoder = TextEncoder.from_folder(folder)
-        if path is None:
-            fmt, path = exported_file(folder, fmt)
-        self.format = fmt
-        self.run = self._onnx(path) if fmt == "onnx" else self._torchscript(path)
-
-    def _onnx(self, path: Path) -> Callable[[Any, Any], Any]:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        return lambda tokens, lengths: session.run(None, {"tokens": tokens, "lengths": lengths})[0]
-
-    def _torchscript(self, path: Path) -> Callable[[Any, Any], Any]:
-        import warnings
-
-        import torch
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.jit is deprecated upstream; still works
-            module = torch.jit.load(str(path), map_location="cpu")
-
-        def run(tokens: Any, lengths: Any) -> Any:
-            with torch.no_grad():
-                return module(torch.from_numpy(tokens), torch.from_numpy(lengths)).numpy()
-
-        return run
-
-    def probabilities(self, texts: list[str], batch_size: int = 64) -> Any:
-        import numpy as np
-
-        out = []
-        for start in range(0, len(texts), batch_size):
-            ids = [self.encoder.encode(t) for t in texts[start : start + batch_size]]
-            lengths = np.array([len(i) for i in ids], dtype=np.int64)
-            tokens = np.zeros((len(ids), int(lengths.max())), dtype=np.int64)  # 0 is <pad>
-            for row, seq in enumerate(ids):
-                tokens[row, : len(seq)] = seq
-            logits = np.asarray(self.run(tokens, lengths), dtype=np.float64)
-            logits -= logits.max(axis=1, keepdims=True)
-            exp = np.exp(logits)
-            out.append(exp / exp.sum(axis=1, keepdims=True))
-        return np.concatenate(out)
-
-
-def read_card(folder: Path) -> dict[str, Any]:
-    """The export folder's model card; a missing one says which command makes it."""
-    path = folder / "model_card.json"
-    if not path.exists():
-        raise RunError(
-            f"no exported model in {folder.as_posix()}: run the pipeline through its export "
-            "stage first (`kiln run SPEC` or `dvc repro`)"
-        )
-    card: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return card
-
-
-def open_classifier(folder: Path, fmt: str = "auto", path: Path | None = None) -> Classifier:
-    read_card(folder)
-    if not (folder / "tokenizer.json").exists() or not (folder / "vocab.json").exists():
-        raise RunError(
-            f"{folder.as_posix()} has no tokenizer.json/vocab.json: `kiln predict` classifies "
-            "raw text, and this export is not a text model"
-        )
-    return Classifier(folder, fmt, path)
-
-
-def _preview(text: str, width: int = 60) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 3] + "..."
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import importlib
+    from torchkiln.data.formats import PREDICTORS, predictor
 
     _, folder = export_folder(Path(args.spec), args.stage, "to predict with")
     card = read_card(folder)
-    modality = (card.get("input") or {}).get("modality")
-    target = PREDICTORS.get(str(modality))
-    if target is None:
+    modality = str((card.get("input") or {}).get("modality"))
+    run = predictor(modality)
+    if run is None:
         raise UsageError(
             f"kiln predict runs exported models on {', '.join(sorted(PREDICTORS))} inputs; "
             f"this export is a {card.get('task', '?')} model on {modality} inputs"
         )
     fmt, path = exported_file(folder, args.format)
-    module, _, func = target.partition(":")
-    predictor: Callable[..., int] = getattr(importlib.import_module(module), func)
-    return int(predictor(args, folder, card, fmt, path))
-
-
-def predict_text(
-    args: argparse.Namespace, folder: Path, card: dict[str, Any], fmt: str, path: Path
-) -> int:
-    """Classify the texts on the command line (and the lines of --file)."""
-    if args.top < 1:
-        raise UsageError("--top must be at least 1")
-    texts = _inputs(args)
-    classifier = open_classifier(folder, fmt, path)
-    probs = classifier.probabilities(texts)
-    k = min(args.top, len(classifier.classes))
-    for text, row in zip(texts, probs, strict=True):
-        best = sorted(range(len(row)), key=lambda i: (-row[i], i))[:k]
-        ranked = [(classifier.classes[i], float(row[i])) for i in best]
-        if args.json:
-            record = {"text": text, "label": ranked[0][0], "probability": round(ranked[0][1], 6)}
-            if k > 1:
-                record["top"] = [{"label": c, "probability": round(p, 6)} for c, p in ranked]
-            print(json.dumps(record, ensure_ascii=False, sort_keys=True))
-        else:
-            shown = "  ".join(f"{c}\t{p:.4f}" for c, p in ranked)
-            print(f"{shown}\t{_preview(text)}")
-    return 0
+    return int(run(args, folder, card, fmt, path))

@@ -46,3 +46,25 @@ def preprocessor_factory(modality: str) -> Any:
         raise LookupError(f"no preprocessor for modality {modality!r}")
     module, _, func = target.partition(":")
     return getattr(importlib.import_module(module), func)
+
+
+#: An exported model's input modality (its card's `input.modality`) -> what `kiln predict`
+#: runs it with, "module:function", called as `predictor(args, folder, card, format, path)`
+#: (the command's arguments, the export folder, its model card, the chosen file) and
+#: returning the exit code.
+PREDICTORS: dict[str, str] = {}
+
+
+def register_predictor(modality: str, target: str) -> None:
+    """Declare the `kiln predict` runner (`module:function`) of a modality's exports."""
+    if PREDICTORS.get(modality, target) != target:
+        raise ValueError(f"modality {modality!r} already has predictor {PREDICTORS[modality]}")
+    PREDICTORS[modality] = target
+
+
+def predictor(modality: str) -> Any | None:
+    target = PREDICTORS.get(modality)
+    if target is None:
+        return None
+    module, _, func = target.partition(":")
+    return getattr(importlib.import_module(module), func)

@@ -8,10 +8,11 @@ declares its run-time hooks lazily: the `series` dataset format (read by
 (`torchkiln.forecast.preprocess`: scaling, inside exported models too).
 """
 
-from torchkiln.data.formats import register_format, register_preprocessor
+from torchkiln.data.formats import register_format, register_predictor, register_preprocessor
 from torchkiln.forecast import datasets, losses, models, stages, task
 
 __all__ = ["datasets", "losses", "models", "stages", "task"]
 
 register_format("series", "torchkiln.forecast.loading:read_series")
 register_preprocessor("series", "torchkiln.forecast.preprocess:series_preprocessor")
+register_predictor("series", "torchkiln.forecast.predict:predict_series")

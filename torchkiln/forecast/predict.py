@@ -112,10 +112,10 @@ def predict_series(
 ) -> int:
     import pandas as pd
 
-    if args.texts:
+    if args.inputs:
         raise UsageError(
             "this pipeline forecasts time series: give the history as --file series.csv "
-            "(text arguments are for text classifiers)"
+            "(INPUT arguments are for image and text classifiers)"
         )
     if not args.file or args.file == "-":
         raise UsageError(

@@ -6,10 +6,11 @@ run-time hooks lazily: the `text_tokens` dataset format (read by
 (`torchkiln.text.preprocess`).
 """
 
-from torchkiln.data.formats import register_format, register_preprocessor
+from torchkiln.data.formats import register_format, register_predictor, register_preprocessor
 from torchkiln.text import datasets, models, tokenizers
 
 __all__ = ["datasets", "models", "tokenizers"]
 
 register_format("text_tokens", "torchkiln.text.loading:read_text_tokens")
 register_preprocessor("text", "torchkiln.text.preprocess:text_preprocessor")
+register_predictor("text", "torchkiln.text.predict:predict_text")

@@ -6,7 +6,7 @@ class name (the generic adapter) and any torchvision classification model
 """
 
 from torchkiln.common.generic import install_generic
-from torchkiln.data.formats import register_format
+from torchkiln.data.formats import register_format, register_predictor
 from torchkiln.registry import kinds
 from torchkiln.vision import datasets, models, transforms
 
@@ -14,3 +14,4 @@ __all__ = ["datasets", "models", "transforms"]
 
 register_format("image_index", "torchkiln.vision.loading:read_image_index")
 install_generic(kinds.transforms, "transform")
+register_predictor("image", "torchkiln.vision.predict:predict_images")

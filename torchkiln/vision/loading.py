@@ -24,6 +24,7 @@ from torchkiln.runtime.datasets import (
     write_tensors,
 )
 from torchkiln.runtime.progress import log, progress
+from torchkiln.vision.decode import channels_of, decode_image
 
 
 @dataclass
@@ -170,19 +171,6 @@ def load_synthetic(cfg: Any, seed: int) -> RawImages:
     return RawImages([f"class_{i}" for i in range(cfg.num_classes)], labels, images=images)
 
 
-def decode_image(path: Path, channels: int, size: tuple[int, int] | None) -> np.ndarray:
-    """Read one image as uint8 C x H x W; resize with antialiasing when `size` is given."""
-    from PIL import Image
-
-    with Image.open(path) as img:
-        img.load()
-        img = img.convert("L" if channels == 1 else "RGB")
-        if size is not None and (img.height, img.width) != size:
-            img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-        array = np.array(img, dtype=np.uint8)  # a writable copy (torch refuses read-only)
-    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-
-
 def _image_size(value: Any) -> tuple[int, int] | None:
     if value is None:
         return None
@@ -220,10 +208,7 @@ def load_image_folder(cfg: Any, seed: int) -> RawImages:
         rel = path.relative_to(root).as_posix()
         try:
             if channels is None:
-                from PIL import Image
-
-                with Image.open(path) as probe:
-                    channels = 1 if probe.mode in ("1", "L", "I", "I;16", "F") else 3
+                channels = channels_of(path)
             array = decode_image(path, channels, size)
         except Exception as exc:  # PIL raises many types for broken files
             if cfg.skip_corrupt:
