@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
 from torchkiln import __version__
-from torchkiln.errors import KilnError, SpecError
+from torchkiln.errors import Interrupted, KilnError, SpecError, Terminated
 
 DESCRIPTION = """\
 torchkiln: PyTorch pipelines as YAML, compiled into DVC stages.
@@ -78,9 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.func(args))
-    except (KilnError, KeyboardInterrupt) as exc:
+    except (KilnError, KeyboardInterrupt, Terminated) as exc:
         if debugging():
             raise
         return report(exc)
@@ -90,8 +92,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141  # as a process killed by SIGPIPE
 
 
-def report(exc: KilnError | KeyboardInterrupt) -> int:
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def report(exc: KilnError | KeyboardInterrupt | Terminated) -> int:
     """Print an error the user can act on (no traceback); return the exit code."""
+    worker = os.environ.get("RANK") is not None and "WORLD_SIZE" in os.environ
+    if isinstance(exc, Interrupted):
+        if not worker or os.environ.get("RANK") == "0":  # one line, not one per worker
+            print(str(exc), file=sys.stderr)
+        return exc.exit_code
+    if isinstance(exc, Terminated):
+        print("terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     if isinstance(exc, SpecError):
         for issue in exc.issues:
             print(issue, file=sys.stderr)

@@ -28,6 +28,20 @@ class PeerLost(RunError):
     exit_code = 75  # EX_TEMPFAIL: the launcher tells it from a worker's own error
 
 
+class Interrupted(KilnError):
+    """A run stopped by Ctrl-C (SIGINT: exit 130) or SIGTERM (exit 143): one line says what
+    was interrupted; nothing half-written is left."""
+
+    def __init__(self, message: str, signal_number: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signal_number
+
+
+class Terminated(BaseException):
+    """Raised by kiln's SIGTERM handler, so a terminated run unwinds (and cleans up) the way
+    Ctrl-C does; a BaseException, so `except Exception` blocks let it through."""
+
+
 class UsageError(KilnError):
     """The command line itself is wrong (a missing file, an unknown stage name)."""
 

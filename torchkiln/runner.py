@@ -9,16 +9,20 @@ looks complete.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from torchkiln.errors import RunError, UsageError
+from torchkiln.errors import Interrupted, RunError, Terminated, UsageError
 from torchkiln.layout import scratch_dir, stage_paths
+from torchkiln.locks import stage_lock
 from torchkiln.registry.registry import did_you_mean
 from torchkiln.runtime.context import StageContext
 from torchkiln.schemas.spec import Pipeline
@@ -65,6 +69,23 @@ def run_stage(pipeline: Pipeline, name: str, *, log: bool = True) -> float:
     A stage whose `distributed:` settings ask for several processes is run by that many
     workers (`runtime/launch.py`), each of which comes back here; in a worker, only rank 0
     touches `runs/` (it removes the old outputs and moves the new ones into place)."""
+    with stage_lock_for(pipeline, name), interruptible(pipeline, name):
+        return _run_stage(pipeline, name, log=log)
+
+
+def stage_lock_for(pipeline: Pipeline, name: str) -> contextlib.AbstractContextManager[None]:
+    """The stage's lock (`torchkiln.locks`), taken by the process that owns the run: a
+    worker kiln launched runs under its launcher's lock; under torchrun, rank 0 takes it."""
+    from torchkiln.runtime import distributed, launch
+
+    if distributed.launched() and (
+        launch.LAUNCHER_ENV in os.environ or not distributed.from_environment().main
+    ):
+        return contextlib.nullcontext()
+    return stage_lock(pipeline.name, name)
+
+
+def _run_stage(pipeline: Pipeline, name: str, *, log: bool) -> float:
     from torchkiln.runtime import distributed, launch
     from torchkiln.runtime.progress import log as say
 
@@ -83,6 +104,25 @@ def run_stage(pipeline: Pipeline, name: str, *, log: bool = True) -> float:
     if distributed.from_environment().main:  # alone, or rank 0 of the workers
         return _run_here(pipeline, name, log=log and not distributed.launched())
     return _run_as_helper(pipeline, name)
+
+
+@contextlib.contextmanager
+def interruptible(pipeline: Pipeline, name: str) -> Iterator[None]:
+    """Ctrl-C and SIGTERM become one line naming the stage (exit 130 or 143); the staging
+    folder is removed on the way out, and the last epoch checkpoint is kept."""
+
+    def what() -> str:
+        text = f"stage {name!r} of {pipeline.name}: nothing was written"
+        if any(scratch_dir(pipeline.name, name).glob("*.pt")):
+            text += "; its last epoch checkpoint is kept, so running it again resumes"
+        return text
+
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        raise Interrupted(f"interrupted {what()}", signal.SIGINT) from exc
+    except Terminated as exc:
+        raise Interrupted(f"terminated {what()}", signal.SIGTERM) from exc
 
 
 def _workers(pipeline: Pipeline, settings: Any) -> int:

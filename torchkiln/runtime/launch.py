@@ -17,7 +17,7 @@ import sys
 import uuid
 from typing import TYPE_CHECKING
 
-from torchkiln.errors import PeerLost, RunError
+from torchkiln.errors import PeerLost, RunError, Terminated
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
@@ -58,6 +58,8 @@ def run_workers(command: list[str], nproc: int, *, stage: str) -> None:
     except SignalException as exc:  # Ctrl-C or a kill reached the launcher
         if exc.sigval == signal.SIGINT:
             raise KeyboardInterrupt from exc
+        if exc.sigval == signal.SIGTERM:
+            raise Terminated from exc
         raise RunError(f"stage {stage!r} was stopped by {exc.sigval.name}") from exc
     except ChildFailedError as exc:
         raise RunError(failure_message(stage, exc.failures)) from exc
