@@ -13,7 +13,7 @@ from torchkiln.data.info import DatasetInfo
 from torchkiln.runtime.loop import bucketed_chunks, chunks
 from torchkiln.text import models as text_models
 from torchkiln.text.loading import TextSplit
-from torchkiln.text.nets import to_left_padding, to_right_padding
+from torchkiln.text.nets import reverse_within
 
 LENGTHS = [7, 3, 5, 1, 7, 2, 6]
 
@@ -66,12 +66,13 @@ def test_length_buckets_cover_every_example_once_with_less_padding() -> None:
     assert padding(buckets) < padding(plain) / 5
 
 
-def test_left_and_right_padding_shifts_are_inverse() -> None:
+def test_reversing_within_the_length_leaves_padding_last_and_undoes_itself() -> None:
     x = torch.arange(2 * 5, dtype=torch.float32).reshape(2, 5, 1)
     lengths = torch.tensor([5, 2])
-    left = to_left_padding(x, lengths)
-    assert left[1, 3:, 0].tolist() == [5.0, 6.0]  # row 1's text now ends the row
-    assert torch.equal(to_right_padding(left, lengths)[1, :2], x[1, :2])
+    flipped = reverse_within(x, lengths)
+    assert flipped[0, :, 0].tolist() == [4.0, 3.0, 2.0, 1.0, 0.0]
+    assert flipped[1, :, 0].tolist() == [6.0, 5.0, 7.0, 8.0, 9.0]  # padding stays last
+    assert torch.equal(reverse_within(flipped, lengths), x)
 
 
 def _model(cfg: text_models.TextModelConfig, info: DatasetInfo | None = None) -> torch.nn.Module:
@@ -87,12 +88,13 @@ def _alone(model: torch.nn.Module, tokens: torch.Tensor, lengths: torch.Tensor) 
 
 
 RNNS = [
-    text_models.RnnClassifier(cell="lstm", layers=2, bidirectional=True, pooling="max"),
+    text_models.RnnClassifier(cell="lstm", layers=2, bidirectional=True, pooling="max", pack=True),
     text_models.RnnClassifier(cell="gru", layers=1, bidirectional=True, pooling="last"),
     text_models.RnnClassifier(cell="rnn", layers=2, bidirectional=False, pooling="mean"),
     text_models.RnnClassifier(
         cell="lstm", layers=1, bidirectional=True, pooling="mean", pack=False
     ),
+    text_models.RnnClassifier(cell="rnn", layers=1, bidirectional=True, pooling="max", pack=True),
 ]
 
 

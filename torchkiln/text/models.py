@@ -72,7 +72,7 @@ class EmbeddingBag(TextModelConfig):
 
 @models.register
 class RnnClassifier(TextModelConfig):
-    """A recurrent classifier (RNN, LSTM or GRU), packed sequences, pooled outputs."""
+    """A recurrent classifier (RNN, LSTM or GRU) whose padding never changes a result."""
 
     name: Literal["rnn_classifier"] = "rnn_classifier"
     cell: Literal["rnn", "lstm", "gru"] = "lstm"
@@ -88,9 +88,13 @@ class RnnClassifier(TextModelConfig):
     pooling: Literal["last", "mean", "max"] = "max"
     """How the outputs become one vector: the final states, or the mean or max over the
     positions of each text (padding excluded)."""
-    pack: bool = True
-    """Run the RNN on packed sequences (`pack_padded_sequence`), skipping padding. Exported
-    files compute the same result with masks instead (packing is not exportable)."""
+    pack: bool | Literal["auto"] = "auto"
+    """How padding is kept out: true runs packed sequences (`pack_padded_sequence`); false
+    runs each direction once over the padded batch, the backward one on each text reversed
+    within its length (exact too, and what exported files compute: packing is not
+    exportable). `auto`: packed on CUDA (cuDNN runs packed batches natively), masks on the
+    CPU, where packing falls back to a step-by-step loop (measured several times slower:
+    benchmarks/rnn_paths.py)."""
 
     def build(self, info: DatasetInfo) -> Any:
         from torchkiln.text import nets

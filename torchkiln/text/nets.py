@@ -4,12 +4,15 @@ Every module's forward takes `(tokens [batch, seq], lengths [batch])` with right
 and never lets padding change a text's result: a padded batch gives each text exactly
 what it would get alone (the tests check this for every model).
 
-RNNs run on packed sequences in eager mode. `pack_padded_sequence` cannot be traced or
-exported, so while exporting they take a masked path that computes the same values: the
-forward direction reads the right-padded batch (padding comes after every text), the
-backward direction reads the batch shifted so padding comes first. The export stage
-compares the exported file with the eager (packed) model, so the two paths are checked
-against each other on every export.
+RNNs keep padding out in one of two exact ways. Packed sequences (`pack_padded_sequence`)
+skip it, but cannot be traced or exported, and on the CPU they run a step-by-step loop
+instead of oneDNN's fused kernel. The masked path runs each direction once over the padded
+batch: the forward direction reads the right-padded batch as it is (padding comes after
+every text, so it never reaches a text's outputs), the backward direction reads each text
+reversed within its length (padding still comes last) and its outputs are reversed back.
+Exported files always compute the masked path; `pack: auto` trains with it on the CPU and
+packed on CUDA (cuDNN), and the export stage checks the exported file against the eager
+model either way.
 """
 
 from __future__ import annotations
@@ -37,21 +40,28 @@ def valid_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
     return positions.unsqueeze(0) < lengths.unsqueeze(1)
 
 
-def _shift(x: torch.Tensor, lengths: torch.Tensor, sign: int) -> torch.Tensor:
-    """Move each row's first `length` positions to the end (sign=-1) or back (sign=+1)."""
-    size = x.shape[1]
-    positions = torch.arange(size, device=x.device).unsqueeze(0)
-    offset = (size - lengths).unsqueeze(1)
-    index = (positions + sign * offset).clamp(0, size - 1)
+def reverse_within(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Each row's first `length` positions in reverse order; padding stays where it is."""
+    positions = torch.arange(x.shape[1], device=x.device).unsqueeze(0)
+    ends = lengths.unsqueeze(1).to(positions.device)
+    index = torch.where(positions < ends, ends - 1 - positions, positions)
     return torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.shape[2]))
 
 
-def to_left_padding(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    return _shift(x, lengths, -1)
-
-
-def to_right_padding(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    return _shift(x, lengths, +1)
+def one_direction(layer: nn.Module, x: torch.Tensor, reverse: bool) -> torch.Tensor:
+    """One direction of a single-layer (bi)directional RNN/LSTM/GRU module over `x`,
+    batch first, from zero states: the module's own kernel and weights, one pass."""
+    suffix = "_reverse" if reverse else ""
+    names = ["weight_ih_l0", "weight_hh_l0"] + (["bias_ih_l0", "bias_hh_l0"] if layer.bias else [])
+    weights = [getattr(layer, name + suffix) for name in names]
+    zeros = x.new_zeros(1, x.shape[0], layer.hidden_size)
+    args = (weights, layer.bias, 1, 0.0, layer.training, False, True)
+    if isinstance(layer, nn.LSTM):
+        return torch.lstm(x, (zeros, zeros), *args)[0]
+    if isinstance(layer, nn.GRU):
+        return torch.gru(x, zeros, *args)[0]
+    run = torch.rnn_tanh if layer.nonlinearity == "tanh" else torch.rnn_relu
+    return run(x, zeros, *args)[0]
 
 
 def _embedding(info: DatasetInfo, dim: int) -> nn.Embedding:
@@ -129,18 +139,23 @@ class RnnNet(nn.Module):
         return out
 
     def _masked(self, layer: nn.Module, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        out, _ = layer(x)  # the forward direction is exact: padding comes after the text
         if not self.bidirectional:
-            return out
-        h = self.hidden_size
-        backward, _ = layer(to_left_padding(x, lengths))  # now padding comes first
-        return torch.cat([out[..., :h], to_right_padding(backward[..., h:], lengths)], dim=-1)
+            return layer(x)[0]  # exact: padding comes after the text
+        forward = one_direction(layer, x, reverse=False)
+        backward = one_direction(layer, reverse_within(x, lengths), reverse=True)
+        return torch.cat([forward, reverse_within(backward, lengths)], dim=-1)
+
+    def packs(self, device: torch.device) -> bool:
+        """Whether this forward pass runs packed sequences (see the module docstring)."""
+        if exporting():
+            return False
+        return device.type == "cuda" if self.pack == "auto" else bool(self.pack)
 
     def encode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Per-position outputs [batch, seq, directions * hidden]; padding positions are
         meaningless (pooling masks them)."""
         x = self.dropout(self.embedding(tokens))
-        packed = self.pack and not exporting()
+        packed = self.packs(tokens.device)
         for i, layer in enumerate(self.encoder):
             if i:
                 x = self.dropout(x)
