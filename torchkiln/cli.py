@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from torchkiln import __version__
-from torchkiln.errors import Interrupted, KilnError, SpecError, Terminated
+from torchkiln.errors import Interrupted, KilnError, RunError, SpecError, Terminated
 
 DESCRIPTION = """\
 torchkiln: PyTorch pipelines as YAML, compiled into DVC stages.
@@ -90,6 +90,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141  # as a process killed by SIGPIPE
+    except OSError as exc:  # the file system refused (full, read-only, an I/O error)
+        if debugging():
+            raise
+        return report(RunError(_os_error_text(exc)))
+
+
+def _os_error_text(exc: OSError) -> str:
+    """`cannot write runs/x: Permission denied` style, from an OSError no command turned
+    into a message of its own."""
+    reason = exc.strerror or str(exc)
+    if exc.filename is None:
+        return reason
+    return f"{reason}: {os.fsdecode(exc.filename)}"
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -100,7 +113,12 @@ def report(exc: KilnError | KeyboardInterrupt | Terminated) -> int:
     """Print an error the user can act on (no traceback); return the exit code."""
     worker = os.environ.get("RANK") is not None and "WORLD_SIZE" in os.environ
     if isinstance(exc, Interrupted):
-        if not worker or os.environ.get("RANK") == "0":  # one line, not one per worker
+        # one line, not one per process: kiln's own launcher says it for its workers;
+        # under torchrun (no kiln launcher), rank 0 does
+        from torchkiln.runtime.launch import LAUNCHER_ENV  # light: no torch at import
+
+        launched_by_kiln = LAUNCHER_ENV in os.environ
+        if not worker or (os.environ.get("RANK") == "0" and not launched_by_kiln):
             print(str(exc), file=sys.stderr)
         return exc.exit_code
     if isinstance(exc, Terminated):

@@ -21,6 +21,25 @@ class RunError(KilnError):
     exit_code = 1
 
 
+class WriteError(RunError):
+    """A file could not be written (no space left, an I/O error, a read-only folder): the
+    message names the file and the reason, as the operating system gave it."""
+
+    def __init__(self, path: str, cause: OSError) -> None:
+        self.path, self.cause = path, cause
+        super().__init__(f"cannot write {path}: {cause.strerror or cause}")
+
+
+class InputError(RunError):
+    """A stage's input artifact is missing a file, or holds one that is unreadable or
+    inconsistent (truncated, edited by hand): the message names the file, and the runner
+    adds which stage to run again to rewrite it."""
+
+    def __init__(self, message: str, path: object) -> None:
+        super().__init__(message)
+        self.path = str(path).replace("\\", "/")
+
+
 class PeerLost(RunError):
     """A worker of a distributed stage lost contact with another (which failed or was
     killed): a consequence, not the cause, which the launcher reports."""

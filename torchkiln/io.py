@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from torchkiln.errors import WriteError
+
 
 def _fsync(path: Path, directory: bool = False) -> None:
     flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
@@ -39,20 +41,48 @@ def _fsync(path: Path, directory: bool = False) -> None:
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path` for the caller (or a library) to write; on
-    success, flush it to the disk and rename it over `path`. On failure nothing changes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o644)  # mkstemp makes 0600 files; outputs are ordinary files
+    success, flush it to the disk and rename it over `path`. On failure nothing changes.
+
+    A failure to write (no space left, an I/O error, a read-only folder: an OSError from
+    the writer, the flush or the rename, also one a library wrapped in an error of its
+    own) is raised as a `WriteError` naming `path`, never as a traceback."""
+    tmp_path: Path | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        os.chmod(tmp_path, 0o644)  # mkstemp makes 0600 files; outputs are ordinary files
         yield tmp_path
         _fsync(tmp_path)
         os.replace(tmp_path, path)
         _fsync(path.parent, directory=True)  # the rename itself survives a crash
+    except Exception as exc:
+        cause = _write_failure(exc, path, tmp_path)
+        if cause is None:
+            raise
+        raise WriteError(path.as_posix(), cause) from exc
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        if tmp_path is not None:
+            with contextlib.suppress(OSError):
+                tmp_path.unlink(missing_ok=True)
+
+
+def _write_failure(exc: BaseException, path: Path, tmp: Path | None) -> OSError | None:
+    """The OSError behind `exc` (itself, or what a library's own error was raised from or
+    during) when it is about writing `path`: not one naming another file (a missing
+    source of a copy is a failure to read, reported as it is)."""
+    target = os.path.abspath(path)
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError):
+            if seen.filename is None:
+                return seen
+            named = os.path.abspath(os.fsdecode(seen.filename))
+            ours = named == target or target.startswith(named.rstrip(os.sep) + os.sep)
+            return seen if ours or (tmp is not None and named == os.path.abspath(tmp)) else None
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

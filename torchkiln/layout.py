@@ -6,6 +6,7 @@ imports the other, so they share this module.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,14 @@ def stage_paths(pipeline: str, stage: str) -> StagePaths:
 def stage_out(pipeline: str, stage: str) -> str:
     """A stage's artifact folder as a POSIX path relative to the repository root."""
     return stage_paths(pipeline, stage).out.as_posix()
+
+
+def stage_of(path: Path) -> tuple[str, str] | None:
+    """(pipeline, stage) of the `out/` folder that holds `path`, else None."""
+    parts = Path(os.path.relpath(path)).parts
+    if len(parts) >= 4 and parts[0] == RUNS.name and parts[3] == "out":
+        return parts[1], parts[2]
+    return None
 
 
 def scratch_dir(pipeline: str, stage: str) -> Path:

@@ -5,6 +5,13 @@ artifact, a DVC out), `metrics.json` and `plots/` (DVC metrics and plots). Old o
 removed first, as DVC does, and new ones are built in a staging folder and moved into
 place only when the stage succeeds, so a failed or killed stage never leaves output that
 looks complete.
+
+`out/` is what the next stage takes, so it is the marker of a complete run: it goes first
+when old outputs are removed and comes last when new ones are moved into place (each move
+one rename, so a kill between two of them leaves metrics.json and plots/ without out/,
+which no stage accepts, never out/ without its metrics). A failure to write (no space
+left, an I/O error, a read-only folder) is an error naming the file, with nothing of the
+run left in place.
 """
 
 from __future__ import annotations
@@ -20,8 +27,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from torchkiln.errors import Interrupted, RunError, Terminated, UsageError
-from torchkiln.layout import scratch_dir, stage_paths
+from torchkiln.errors import (
+    InputError,
+    Interrupted,
+    RunError,
+    Terminated,
+    UsageError,
+    WriteError,
+)
+from torchkiln.layout import StagePaths, scratch_dir, stage_of, stage_paths
 from torchkiln.locks import stage_lock
 from torchkiln.registry.registry import did_you_mean
 from torchkiln.runtime.context import StageContext
@@ -42,11 +56,9 @@ def plan(pipeline: Pipeline, only: list[str] | None = None) -> list[str]:
     return [s for s in pipeline.order if s in only]
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
+#: Folders a run keeps beside its outputs while it works: the new outputs being built, and
+#: the old ones being deleted. A killed run leaves them; the next run of the stage removes them.
+STAGING, DISCARDED = ".staging-", ".discarded-"
 
 
 def _inputs(pipeline: Pipeline, name: str) -> dict[str, Path]:
@@ -161,32 +173,132 @@ def _run_here(pipeline: Pipeline, name: str, *, log: bool) -> float:
     node = pipeline.stages[name]
     paths = stage_paths(pipeline.name, name)
     _inputs(pipeline, name)  # before anything is removed: a missing input changes nothing
-    for leftover in paths.root.glob(".staging-*") if paths.root.exists() else []:
-        shutil.rmtree(leftover, ignore_errors=True)
-    for old in (paths.out, paths.metrics, paths.plots):
-        _remove(old)
-    paths.root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=paths.root))
-    ctx = _context(pipeline, name, staging)
-    ctx.out_dir.mkdir()
+    with _failures_named(pipeline, name, paths):
+        _discard_old(paths)
+        staging = Path(tempfile.mkdtemp(prefix=STAGING, dir=paths.root))
     if log:
         say(f"== {pipeline.name}: {name} ({node.kind.name}) ==")
     start = time.perf_counter()
     try:
-        seed_everything(pipeline.seed)
-        node.kind().run(ctx)
-        if node.kind.writes_metrics and not ctx.metrics_path.exists():
-            raise RunError(f"stage kind {node.kind.name!r} did not write its metrics.json")
-        for produced, final in (
-            (ctx.out_dir, paths.out),
-            (ctx.metrics_path, paths.metrics),
-            (ctx.plots_dir, paths.plots),
-        ):
-            if produced.exists():
-                os.replace(produced, final)
+        with _failures_named(pipeline, name, paths, staging):
+            ctx = _context(pipeline, name, staging)
+            ctx.out_dir.mkdir()
+            seed_everything(pipeline.seed)
+            node.kind().run(ctx)
+            if node.kind.writes_metrics and not ctx.metrics_path.exists():
+                raise RunError(f"stage kind {node.kind.name!r} did not write its metrics.json")
+            _move_into_place(staging, paths)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return time.perf_counter() - start
+
+
+def _discard_old(paths: StagePaths) -> None:
+    """Remove a previous run's outputs (and what a killed run left), `out/` first. Each is
+    renamed away in one step, then deleted: a folder that cannot be removed (read-only) is
+    left whole, never emptied halfway."""
+    if paths.root.exists():
+        for leftover in [*paths.root.glob(f"{STAGING}*"), *paths.root.glob(f"{DISCARDED}*")]:
+            shutil.rmtree(leftover, ignore_errors=True)
+    old = [p for p in (paths.out, paths.metrics, paths.plots) if os.path.lexists(p)]
+    paths.root.mkdir(parents=True, exist_ok=True)
+    if not old:
+        return
+    bin_ = Path(tempfile.mkdtemp(prefix=DISCARDED, dir=paths.root))
+    try:
+        for path in old:
+            os.replace(path, bin_ / path.name)
+    finally:
+        shutil.rmtree(bin_, ignore_errors=True)
+
+
+def _move_into_place(staging: Path, paths: StagePaths) -> None:
+    """plots/, then metrics.json, then out/ (see the module's docstring); if a move fails,
+    what was moved is taken back out, so nothing of the run is left in place."""
+    moved: list[Path] = []
+    try:
+        for final in (paths.plots, paths.metrics, paths.out):
+            produced = staging / final.name
+            if produced.exists():
+                os.replace(produced, final)
+                moved.append(final)
+        _fsync_folder(paths.root)  # the renames themselves survive a power cut
+    except BaseException:
+        for final in reversed(moved):
+            with contextlib.suppress(OSError):
+                os.replace(final, staging / final.name)
+        raise
+
+
+def _fsync_folder(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not every platform or file system can
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def _failures_named(
+    pipeline: Pipeline, name: str, paths: StagePaths, staging: Path | None = None
+) -> Iterator[None]:
+    """A file-system failure during a stage becomes one line naming the file: an output by
+    its final path (not the staging folder's), an upstream artifact with the stage that
+    writes it. `staging` is None while old outputs are removed, before the stage starts."""
+    try:
+        yield
+    except InputError as exc:
+        hint = _rerun_hint(pipeline, exc.path)
+        if not hint or hint in str(exc):
+            raise
+        raise InputError(f"{exc}{hint}", exc.path) from exc
+    except WriteError as exc:
+        public = _public(exc.path, staging, paths)
+        raise WriteError(public, exc.cause) from exc
+    except OSError as exc:
+        if exc.filename is None:
+            raise RunError(f"stage {name!r} of {pipeline.name} failed: {exc}") from exc
+        path = _public(os.fsdecode(exc.filename), staging, paths)
+        reason = exc.strerror or str(exc)
+        if staging is None:  # removing the old outputs, making the staging folder
+            folder = paths.root.as_posix() if _inside(path, paths.root) else path
+            raise RunError(
+                f"stage {name!r} of {pipeline.name} cannot write in {folder}: {reason}; "
+                "nothing was changed"
+            ) from exc
+        if _inside(path, paths.root):
+            raise WriteError(path, exc) from exc
+        hint = _rerun_hint(pipeline, path)
+        if hint:
+            raise InputError(f"cannot read {path}: {reason}{hint}", path) from exc
+        raise RunError(f"stage {name!r} of {pipeline.name} failed: {reason}: {path}") from exc
+
+
+def _public(path: str, staging: Path | None, paths: StagePaths) -> str:
+    """Where a file in the staging folder will be once the stage succeeds."""
+    if staging is not None:
+        relative = os.path.relpath(os.path.abspath(path), os.path.abspath(staging))
+        if relative == "." or not relative.startswith(".."):
+            return (paths.root / relative).as_posix() if relative != "." else paths.root.as_posix()
+    return Path(path).as_posix()
+
+
+def _inside(path: str, folder: Path) -> bool:
+    relative = os.path.relpath(os.path.abspath(path), os.path.abspath(folder))
+    return not relative.startswith("..")
+
+
+def _rerun_hint(pipeline: Pipeline, path: str) -> str:
+    """For a file of a stage's `out/`: which stage to run again to write it anew."""
+    owner = stage_of(Path(path))
+    if owner is None:
+        return ""
+    producer, stage = owner
+    if producer == pipeline.name:
+        command = f"kiln run {pipeline.file} --stage {stage}"
+        return f"; run stage {stage!r} again to rewrite it ({command})"
+    return f"; run stage {stage!r} of pipeline {producer!r} again to rewrite it"
 
 
 def _run_as_helper(pipeline: Pipeline, name: str) -> float:

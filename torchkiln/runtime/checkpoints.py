@@ -52,8 +52,10 @@ class Checkpointer:
         for stale in self.folder.glob("*.pt"):
             if stale != self.path:
                 stale.unlink()
-        with atomic_path(self.path) as tmp:
-            torch.save({**state, "format": FORMAT}, tmp)
+        # through a Python file: a full disk is then an OSError (which atomic_path reports
+        # naming the file), not torch's own writer failing with no reason given
+        with atomic_path(self.path) as tmp, tmp.open("wb") as fh:
+            torch.save({**state, "format": FORMAT}, fh)
 
     def clear(self) -> None:
         if self.path.exists():

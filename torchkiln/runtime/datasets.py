@@ -21,7 +21,7 @@ import torch
 from torchkiln.data import formats
 from torchkiln.data.info import DatasetInfo
 from torchkiln.errors import RunError
-from torchkiln.io import atomic_path, read_json, write_json
+from torchkiln.io import atomic_write_bytes, read_json, write_json
 
 SPLITS = ("train", "val", "test")
 
@@ -110,11 +110,12 @@ def read_tensors(artifact: DatasetArtifact, split: str) -> SplitData:
 
 
 def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    """A safetensors file, written atomically (every artifact's tensors go through here)."""
-    from safetensors.torch import save_file
+    """A safetensors file, written atomically (every artifact's tensors go through here).
+    Serialised in memory and written by Python: safetensors' own file writer reports a
+    full disk as an error of its own, with no errno to name."""
+    from safetensors.torch import save
 
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp))
+    atomic_write_bytes(path, save(tensors))
 
 
 def write_dataset(
@@ -188,7 +189,10 @@ def make_splits(
     else:
         splits = split_indices(labels, val=cfg.val, test=cfg.test, stratify=cfg.stratify, seed=seed)
     if len(splits["train"]) == 0:
-        raise RunError("the split leaves no training examples")
+        raise RunError(
+            f"the split leaves no training examples ({len(labels)} examples, split.val="
+            f"{cfg.val}, split.test={cfg.test}); the dataset is too small for these fractions"
+        )
     for name, fraction in (("val", cfg.val), ("test", cfg.test)):
         if fraction > 0 and len(splits[name]) == 0:
             raise RunError(

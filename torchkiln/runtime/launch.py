@@ -40,7 +40,7 @@ def run_workers(command: list[str], nproc: int, *, stage: str) -> None:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # we report
+    _quiet_elastic_logs()  # kiln reports a failure or an interruption itself, in one line
     os.environ.setdefault("OMP_NUM_THREADS", str(threads_per_worker(nproc)))
     os.environ[LAUNCHER_ENV] = str(os.getpid())
     config = LaunchConfig(
@@ -65,6 +65,14 @@ def run_workers(command: list[str], nproc: int, *, stage: str) -> None:
         raise RunError(failure_message(stage, exc.failures)) from exc
     finally:
         os.environ.pop(LAUNCHER_ENV, None)
+
+
+def _quiet_elastic_logs() -> None:
+    """torch's elastic agent gives each of its modules' loggers a level of its own
+    (WARNING), so quieting their parent is not enough: every one is set."""
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("torch.distributed.elastic"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def root_cause(failures: dict[int, ProcessFailure]) -> tuple[int, int]:

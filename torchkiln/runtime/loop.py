@@ -4,6 +4,7 @@ engine (engine.py), evaluation and export use them."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -75,8 +76,20 @@ def iterate_batches(
         shuffle=False,
         num_workers=num_workers,
         pin_memory=pin_memory,
+        worker_init_fn=_worker_ignores_stop_signals,
     )
     yield from loader
+
+
+def _worker_ignores_stop_signals(worker_id: int) -> None:
+    """A DataLoader worker leaves Ctrl-C and SIGTERM to the main process, which stops it on
+    its way out. A terminal's Ctrl-C (or `kill` of the process group, as Slurm and systemd
+    do) reaches every process: a worker killed by it first would make the main process
+    fail with torch's 'DataLoader worker ... is killed by signal' traceback instead of
+    the one line that names what was interrupted. (A worker still ends if the main process
+    dies: torch's watchdog in each worker checks.)"""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def to_device(batch: Batch, device: torch.device) -> Batch:

@@ -96,8 +96,7 @@ def _target_problem(target: Path, entry: str, chain: tuple[Path, ...], file: str
         return f"extends forms a cycle: {files}"
     if _inside_repository(target) is None:
         return (
-            f"{entry!r} is outside the repository ({target}); DVC can only track a base "
-            "inside it"
+            f"{entry!r} is outside the repository ({target}); DVC can only track a base inside it"
         )
     if not target.is_file():
         return f"{entry!r}: no such file ({_display(target)}; paths are relative to {file})"

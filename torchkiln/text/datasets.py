@@ -77,9 +77,13 @@ class TextTable(TextDatasetConfig):
     @classmethod
     def _known_codec(cls, value: str) -> str:
         try:
-            codecs.lookup(value)
+            info = codecs.lookup(value)
         except LookupError as exc:
             raise ValueError(f"unknown text encoding {value!r} (try utf-8 or latin-1)") from exc
+        # rot13, hex, base64, zlib...: codecs Python knows, but not text encodings that
+        # bytes.decode accepts (it would refuse them only when the file is read)
+        if not getattr(info, "_is_text_encoding", True):
+            raise ValueError(f"{value!r} is not a text encoding (try utf-8 or latin-1)")
         return value
 
     def load(self, seed: int) -> Any:

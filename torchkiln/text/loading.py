@@ -192,6 +192,11 @@ def _decode(path: Path, encoding: str) -> str:
             f"{encoding} ({exc.reason}); save the file as {encoding}, or set the dataset's "
             "`encoding:` to the one it uses (e.g. latin-1 or cp1252)"
         ) from exc
+    except UnicodeError as exc:  # codecs such as idna or punycode raise the base class
+        raise RunError(
+            f"{path.as_posix()}: cannot decode the file as {encoding} ({exc}); save the file "
+            "as utf-8, or set the dataset's `encoding:` to the one it uses"
+        ) from exc
     text = text.removeprefix("\ufeff")  # a byte-order mark is not part of the first header
     if not text.strip():
         raise RunError(f"{path.as_posix()} is empty; it needs a header row and examples")
@@ -252,13 +257,19 @@ def _read_delimited(path: Path, text: str, cfg: Any, delimiter: str) -> list[tup
 def _read_jsonl(path: Path, text: str, cfg: Any) -> list[tuple[str, str, str]]:
     where = path.as_posix()
     rows: list[tuple[str, str, str]] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # records end at "\n" only: JSON strings may hold U+2028, NEL and the other characters
+    # str.splitlines() would also break at (json.dumps(ensure_ascii=False) writes them raw)
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise RunError(f"{where}:{number}:{exc.colno}: not valid JSON: {exc.msg}") from exc
+        except RecursionError as exc:
+            raise RunError(f"{where}:{number}: the JSON nests too deeply to read") from exc
+        except ValueError as exc:  # an integer of more digits than Python converts
+            raise RunError(f"{where}:{number}: a number with too many digits ({exc})") from exc
         if not isinstance(record, dict):
             raise RunError(f"{where}:{number}: each line must be a JSON object")
         for key in (cfg.text_column, cfg.label_column):
