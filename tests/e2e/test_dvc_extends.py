@@ -55,11 +55,15 @@ def test_base_edits_rerun_what_they_touch_and_experiments_set_inherited_keys(
     run("git", "add", "-A", cwd=repo)
     run("git", "commit", "-qm", "base edits", cwd=repo)
 
-    # an inherited key of a stage the child mentions: `++` adds it to the child
+    # an inherited key of a stage the child mentions: `++` adds it to the child. The
+    # stages the child inherits whole are tracked by its `stages` block, so they rerun too
+    # (the price the README states), and come out byte-identical
+    split = (repo / "runs/child/load_data/out/data.safetensors").read_bytes()
     result = run(
         "dvc", "exp", "run", "-S", "pipelines/child.yaml:++stages.train.epochs=3", cwd=repo
     )
-    assert stages_run(result) == {"child-train", "child-evaluate"}
+    assert stages_run(result) == ALL
+    assert (repo / "runs/child/load_data/out/data.safetensors").read_bytes() == split
     history = json.loads((repo / "runs/child/train/plots/history.json").read_text())
     assert len(history) == 3
     # an inherited stage the child does not mention at all: covered by the child's `stages`
