@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from torchkiln.dvc import _kiln_spec, check_not_stale, compile_stage, stage_command
+from torchkiln.dvc import _kiln_spec, check_not_stale, compile_stage, dvc_yaml_text, stage_command
 from torchkiln.errors import RunError
 from torchkiln.schemas.spec import load_pipeline
 
@@ -70,3 +70,25 @@ def test_the_stale_guard_runs_only_for_the_dvc_stage_being_run(
     monkeypatch.setenv("DVC_STAGE", "odd-build_model")
     with pytest.raises(RunError, match=r"dvc.yaml is stale: run kiln dvc \(dvc.yaml has no stage"):
         check_not_stale(pipeline, ["build_model"], root=tmp_path)
+
+
+def test_a_stage_still_in_dvc_yaml_but_gone_from_the_spec_stops_its_siblings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DVC never runs a removed stage's command (its params are missing first), so the
+    stages of the same spec that DVC does start are where kiln says `kiln dvc`."""
+    (tmp_path / "odd.yaml").write_text(SPEC)
+    monkeypatch.chdir(tmp_path)
+    pipeline = load_pipeline(Path("odd.yaml"))
+    (tmp_path / "dvc.yaml").write_text(dvc_yaml_text({"odd": pipeline}, tmp_path / "dvc.yaml")[1])
+    (tmp_path / "odd.yaml").write_text(SPEC.split("  build_model:")[0])
+    pipeline = load_pipeline(Path("odd.yaml"))
+    monkeypatch.setenv("DVC_STAGE", "odd-load_data")
+    with pytest.raises(RunError) as raised:
+        check_not_stale(pipeline, ["load_data"], root=tmp_path)
+    assert str(raised.value) == (
+        "dvc.yaml is stale: run kiln dvc (it still has stage(s) 'odd-build_model', which "
+        "odd.yaml no longer defines; or use `kiln repro`)"
+    )
+    monkeypatch.delenv("DVC_STAGE")
+    check_not_stale(pipeline, ["load_data"], root=tmp_path)  # `kiln run` outside DVC: fine

@@ -160,6 +160,29 @@ def test_kiln_sample_writes_a_png_grid(project: Path, tmp_path: Path) -> None:
     assert script.read_bytes() != grid.read_bytes()
 
 
+def test_kiln_sample_loads_torchscript_only_when_asked(project: Path, tmp_path: Path) -> None:
+    """A generator from someone else is safe to sample by default: ONNX, never a silent
+    fall back to TorchScript (loading it runs the program it holds)."""
+    project = Path(shutil.copytree(project, tmp_path / "project"))  # the shared one stays as is
+    out = project / "runs/gan/export/out"
+    grid, again = tmp_path / "grid.png", tmp_path / "again.png"
+    ok(kiln("sample", "gan.yaml", "-n", "4", "-o", grid, cwd=project))
+    (out / "model.onnx").rename(tmp_path / "model.onnx")
+    message = failed(kiln("sample", "gan.yaml", "-n", "4", "-o", tmp_path / "x.png", cwd=project))
+    assert message.startswith(
+        "error: runs/gan/export/out/model.onnx does not exist, and kiln does not fall back to "
+        "runs/gan/export/out/model.pt on its own: TorchScript runs the code it holds"
+    ), message
+    assert "--format torchscript" in message and not (tmp_path / "x.png").exists()
+    script = tmp_path / "script.png"
+    ok(kiln("sample", "gan.yaml", "-n", "4", "-o", script, "--format", "torchscript", cwd=project))
+    assert script.exists()
+    (tmp_path / "model.onnx").rename(out / "model.onnx")
+    (out / "model.pt").write_bytes(b"not a TorchScript archive")  # never opened by default
+    ok(kiln("sample", "gan.yaml", "-n", "4", "-o", again, cwd=project))
+    assert again.read_bytes() == grid.read_bytes()
+
+
 def test_kiln_sample_before_export_and_on_a_classifier_says_why(tmp_path: Path) -> None:
     write_specs(tmp_path)
     message = failed(kiln("sample", "gan.yaml", "-o", tmp_path / "x.png", cwd=tmp_path))

@@ -381,13 +381,16 @@ class LeakyNet(ModelConfig):
 """
 
 
-def test_registrations_made_during_a_test_are_undone(tmp_path: Path) -> None:
+def test_registrations_made_during_a_test_are_undone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """What the autouse fixture relies on: components, registry kinds, generic adapters and
     plugins registered inside `restored_registries()` are gone afterwards, and loading the
     same plugin again registers it again."""
     from torchkiln.registry.plugins import _by_key, load_plugin
 
     (tmp_path / "leaky.py").write_text(LEAKY_PLUGIN)
+    monkeypatch.chdir(tmp_path)  # a plugin file must be inside the repository
     kinds, names = set(ALL_REGISTRIES), models.names()
     with restored_registries():
         plugin = load_plugin("leaky.py", tmp_path)

@@ -724,6 +724,51 @@ CASES = [
         "spec.yaml:3:5: plugins[1]: plugin 'two.py' failed on import: DuplicateNameError: "
         "model 'tiny' is already registered by one.py; two.py cannot register it again",
     ),
+    # ------------------------------------------------------------------ kinds that do not fit
+    bad(
+        "gan_pipeline_uses_the_classifier_train",  # it used to fail only at run time
+        """
+        task: gan
+        stages:
+          load_data:
+            dataset: mnist_sample
+          build_model:
+            model: dcgan
+          train:
+            uses: train
+            epochs: 1
+          judge:
+            uses: evaluate
+        """,
+        "spec.yaml:8:11: stages.train.uses: stage kind 'train' is not for gan pipelines (their "
+        "train stage kind is 'train_gan'): write `uses: train_gan` or leave `uses:` out",
+        "spec.yaml:11:11: stages.judge.uses: stage kind 'evaluate' is not for gan pipelines "
+        "(their evaluate stage kind is 'evaluate_gan'): write `uses: evaluate_gan`",
+    ),
+    bad(
+        "augment_in_a_text_pipeline",  # it used to be accepted, and did nothing
+        """
+        stages:
+          load_data:
+            dataset: {name: text_table, path: data.csv}
+          augment: {}
+          build_model:
+            model: rnn_classifier
+        """,
+        "spec.yaml:4:12: stages.augment: augment works on images only, and this dataset is "
+        "text: its transforms, normalisation and preview would do nothing; remove the stage",
+    ),
+    bad(
+        "image_transforms_in_a_text_pipeline",
+        """
+        stages:
+          load_data:
+            dataset: {name: text_table, path: data.csv}
+          augment:
+            train: [{name: RandomHorizontalFlip}]
+        """,
+        "spec.yaml:5:5: stages.augment: augment works on images only, and this dataset is text",
+    ),
     # ------------------------------------------------------------------ many problems at once
     bad(
         "many_errors_at_once",

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from cli_tools import ROOT, kiln, ok, shared_folder
+from cli_tools import ROOT, failed, kiln, ok, shared_folder
 
 from torchkiln.schemas.spec import load_pipeline
 
@@ -267,6 +267,50 @@ def test_kiln_predict_classifies_raw_text(project: Path, tmp_path: Path) -> None
     assert [x["label"] for x in a] == ["music", "money"]
     for x, y in zip(a, b, strict=True):
         assert x["label"] == y["label"] and abs(x["probability"] - y["probability"]) < 1e-4
+
+
+def test_kiln_predict_takes_its_options_in_any_position(project: Path) -> None:
+    sport = "The coach said the team would win the league match"
+    orders = [
+        ["src.yaml", sport, "--format", "onnx", "--top", "2"],
+        ["--format", "onnx", "src.yaml", sport, "--top", "2"],
+        ["src.yaml", "--format", "onnx", sport, "--top", "2"],
+        ["src.yaml", "--top", "2", sport, "--format", "onnx"],
+        ["--top", "2", "src.yaml", "--format", "onnx", "--", sport],  # after `--`: all text
+    ]
+    outputs = {ok(kiln("predict", *order, cwd=project)).stdout for order in orders}
+    assert len(outputs) == 1, outputs
+    (line,) = outputs.pop().splitlines()
+    assert line.startswith("sport\t") and line.endswith(f"\t{sport}")
+    # text that starts with a dash goes after `--`
+    for args in (["--", "-goal", sport], ["--json", "--", "-goal", sport]):
+        result = ok(kiln("predict", "src.yaml", "--format", "onnx", *args, cwd=project))
+        assert len(result.stdout.splitlines()) == 2 and "-goal" in result.stdout
+    message = failed(kiln("predict", "src.yaml", sport, "--fromat", "onnx", cwd=project), code=2)
+    assert "unrecognized arguments: --fromat onnx" in message
+
+
+def test_kiln_predict_loads_torchscript_only_when_asked(project: Path, tmp_path: Path) -> None:
+    """An export folder may come from anyone (`dvc artifacts get`), and loading TorchScript
+    runs the program it holds: the default runs ONNX, and never falls back on its own."""
+    project = Path(shutil.copytree(project, tmp_path / "project"))  # the shared one stays as is
+    out = project / "runs/src/export/out"
+    text = "The band played a song"
+    onnx = ok(kiln("predict", "src.yaml", text, cwd=project)).stdout
+    (out / "model.onnx").rename(tmp_path / "model.onnx")
+    message = failed(kiln("predict", "src.yaml", text, cwd=project))
+    assert message == (
+        "error: runs/src/export/out/model.onnx does not exist, and kiln does not fall back to "
+        "runs/src/export/out/model.pt on its own: TorchScript runs the code it holds when "
+        "loaded, so use it only from someone you trust, with --format torchscript (or add onnx "
+        "to the export stage's formats and rerun the export)\n"
+    )
+    script = ok(kiln("predict", "src.yaml", text, "--format", "torchscript", cwd=project))
+    assert script.stdout.split("\t")[0] == onnx.split("\t")[0] == "music"
+    # with model.onnx back, a model.pt that is not even TorchScript is never opened
+    (tmp_path / "model.onnx").rename(out / "model.onnx")
+    (out / "model.pt").write_bytes(b"not a TorchScript archive")
+    assert ok(kiln("predict", "src.yaml", text, "--format", "auto", cwd=project)).stdout == onnx
 
 
 def test_fine_tuning_takes_the_encoder_with_a_new_head(project: Path, tmp_path: Path) -> None:

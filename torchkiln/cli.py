@@ -10,6 +10,7 @@ invalid spec or usage, 1 for a failed run. `KILN_DEBUG=1` shows the full traceba
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -71,9 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     # a command that takes a list of inputs (`kiln predict SPEC a.png --top 3 b.png`) may
     # have them on either side of its options; anything else left over is an error
+    # (after a `--`, everything is an input, even text that starts with a dash)
     spill = getattr(args, "intermixed", None)
-    if extra and spill and not any(e.startswith("-") and e != "-" for e in extra):
-        setattr(args, spill, [*getattr(args, spill), *extra])
+    cut = extra.index("--") if "--" in extra else len(extra)
+    if extra and spill and not any(e.startswith("-") and e != "-" for e in extra[:cut]):
+        setattr(args, spill, [*getattr(args, spill), *extra[:cut], *extra[cut + 1 :]])
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
@@ -81,6 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     signal.signal(signal.SIGTERM, _terminate)
     try:
+        if args.command == "run":  # a warm worker runs it when one is ready (torchkiln.warm)
+            code = _run_warm(list(sys.argv[1:] if argv is None else argv))
+            if code is not None:
+                return code
         return int(args.func(args))
     except (KilnError, KeyboardInterrupt, Terminated) as exc:
         if debugging():
@@ -94,6 +101,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debugging():
             raise
         return report(RunError(_os_error_text(exc)))
+    finally:
+        # the command is over: a SIGTERM now (a launcher stopping the other workers of a
+        # failed stage) must not raise inside the interpreter's exit handlers, which would
+        # print their traceback; it ends the process as it would have
+        signal.signal(signal.SIGTERM, _exit_terminated)
+
+
+def _run_warm(argv: list[str]) -> int | None:
+    """The exit status of `kiln ARGV` run by a warm worker; None: run it here."""
+    from torchkiln.warm import client  # light: no torch
+
+    return client.run_warm(argv) if client.enabled() else None
 
 
 def _os_error_text(exc: OSError) -> str:
@@ -107,6 +126,13 @@ def _os_error_text(exc: OSError) -> str:
 
 def _terminate(signum: int, frame: object) -> None:
     raise Terminated
+
+
+def _exit_terminated(signum: int, frame: object) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(128 + signum)
 
 
 def report(exc: KilnError | KeyboardInterrupt | Terminated) -> int:

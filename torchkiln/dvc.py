@@ -212,6 +212,25 @@ def _plot_definitions(pipeline: Pipeline, node: StageNode) -> list[dict[str, Any
     return out
 
 
+#: DVC (3.x) writes each params file's path into dvc.lock as a mapping key, and its YAML
+#: writer folds a key holding a space once it is this long: a multi-line key, which DVC
+#: then cannot read back ("'./dvc.lock' is invalid"), so every later DVC command fails.
+LOCK_KEY_LIMIT = 74
+
+
+def check_params_paths(pipeline: Pipeline) -> None:
+    """Refuse, before DVC breaks its own lock file, a spec (or base) path it cannot keep."""
+    for source in pipeline.sources():
+        path = source.file
+        if " " in path and len(path) > LOCK_KEY_LIMIT:
+            raise UsageError(
+                f"{path}: DVC cannot track this spec: it writes the path into dvc.lock, and "
+                f"one holding a space and longer than {LOCK_KEY_LIMIT} characters "
+                f"({len(path)}) leaves a dvc.lock DVC cannot read back; shorten the path "
+                "or take the spaces out of it"
+            )
+
+
 def compile_pipelines(pipelines: dict[str, Pipeline]) -> dict[str, Any]:
     """`{"stages": ..., "plots": ..., "artifacts": ...}` for every kiln stage."""
     stages: dict[str, Any] = {}
@@ -219,6 +238,7 @@ def compile_pipelines(pipelines: dict[str, Pipeline]) -> dict[str, Any]:
     artifacts: dict[str, Any] = {}
     for name in sorted(pipelines):
         pipeline = pipelines[name]
+        check_params_paths(pipeline)
         for stage in pipeline.order:
             node = pipeline.stages[stage]
             stages[dvc_stage_name(name, stage)] = compile_stage(pipeline, node)
@@ -357,11 +377,30 @@ def stale_entry_problem(pipeline: Pipeline, stage: str, root: Path) -> str | Non
     return f"stage {name!r} differs in {', '.join(changed)}"
 
 
+def removed_stages(pipeline: Pipeline, root: Path) -> list[str]:
+    """dvc.yaml's kiln stages for this spec whose stage the spec no longer has."""
+    _, existing = read_existing(root / DVC_FILE)
+    gone = []
+    for key, entry in ((existing or {}).get("stages") or {}).items():
+        if _kiln_spec(entry) != pipeline.file:
+            continue
+        parts = shlex.split(str(entry["cmd"]))
+        stage = parts[parts.index("--stage") + 1] if "--stage" in parts[:-1] else None
+        if stage is not None and stage not in pipeline.stages:
+            gone.append(str(key))
+    return gone
+
+
 def check_not_stale(pipeline: Pipeline, stages: list[str], root: Path | None = None) -> None:
     """Under `dvc repro`, refuse to run a stage from a dvc.yaml entry the spec no longer
     matches. Parameter edits are DVC's business; a structural edit (a new input, a new
     plugin, a changed data path) changes the entry, and running the old one would cache a
-    lie. Outside DVC (no `DVC_STAGE` in the environment) there is nothing to check."""
+    lie. Outside DVC (no `DVC_STAGE` in the environment) there is nothing to check.
+
+    A stage removed from the spec is also refused here, from any stage of the same spec
+    that DVC starts: DVC itself never runs the removed stage's command (it first fails with
+    "Parameters 'stages.x' are missing from ..."), so this is the one place kiln can say
+    to run `kiln dvc` before that message."""
     running = os.environ.get("DVC_STAGE")
     if running is None:
         return
@@ -376,3 +415,10 @@ def check_not_stale(pipeline: Pipeline, stages: list[str], root: Path | None = N
         problem = stale_entry_problem(pipeline, name, root)
         if problem:
             raise RunError(f"dvc.yaml is stale: run kiln dvc ({problem}; or use `kiln repro`)")
+        gone = removed_stages(pipeline, root)
+        if gone:
+            listed = ", ".join(map(repr, gone))
+            raise RunError(
+                f"dvc.yaml is stale: run kiln dvc (it still has stage(s) {listed}, which "
+                f"{pipeline.file} no longer defines; or use `kiln repro`)"
+            )

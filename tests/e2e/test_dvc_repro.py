@@ -107,6 +107,46 @@ def test_a_stale_dvc_yaml_never_runs_silently(tiny_repo: Path) -> None:
     assert "tiny-build_model" in stages_run(run("kiln", "repro", cwd=tiny_repo))
 
 
+TWO_STAGES = """\
+name: two
+seed: 0
+stages:
+  load_data:
+    dataset: {name: synthetic, num_classes: 2, per_class: 10, image_size: 4}
+  augment:
+    preview: 0
+"""
+
+
+def test_a_stage_removed_from_the_spec_leads_to_kiln_dvc(tmp_path: Path) -> None:
+    """DVC reads a stage's params before it runs its command, so for a stage removed from
+    the spec it fails with its own "Parameters 'stages.x' are missing" and no kiln code
+    runs. Any other stage of that spec DVC starts says to run `kiln dvc` instead; `kiln
+    repro` (kiln dvc first) needs nothing more."""
+    repo = make_repo(tmp_path / "repo", {"two.yaml": TWO_STAGES})
+    spec = repo / "pipelines" / "two.yaml"
+    spec.write_text(TWO_STAGES.split("  augment:")[0])
+    result = run("dvc", "repro", cwd=repo, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in output
+    assert (
+        "error: dvc.yaml is stale: run kiln dvc (it still has stage(s) 'two-augment', which "
+        "pipelines/two.yaml no longer defines; or use `kiln repro`)"
+    ) in output
+    assert not (repo / "runs/two/load_data/out").exists()
+
+    # once both stages ran, nothing else runs: DVC's own message is all there is
+    spec.write_text(TWO_STAGES)
+    assert stages_run(run("dvc", "repro", cwd=repo)) == {"two-load_data", "two-augment"}
+    spec.write_text(TWO_STAGES.split("  augment:")[0])
+    result = run("dvc", "repro", cwd=repo, check=False)
+    assert result.returncode != 0
+    assert "Parameters 'stages.augment' are missing from 'pipelines/two.yaml'" in result.stderr
+    result = run("kiln", "repro", cwd=repo)
+    assert "wrote dvc.yaml: 1 kiln stages" in result.stderr and stages_run(result) == set()
+    assert "two-augment" not in (repo / "dvc.yaml").read_text()
+
+
 def test_kiln_dvc_is_deterministic_and_keeps_foreign_stages(tiny_repo: Path) -> None:
     import yaml
 

@@ -39,16 +39,26 @@ def add_export_arguments(parser: argparse.ArgumentParser, runs: str) -> None:
         "--format",
         choices=("auto", "onnx", "torchscript"),
         default="auto",
-        help=f"which exported file runs the {runs} (auto: ONNX when exported, else TorchScript)",
+        help=f"which exported file runs the {runs} (auto: ONNX, safe to load from anyone; "
+        "TorchScript only when asked, since loading it runs the code it holds)",
     )
     parser.add_argument("--stage", metavar="STAGE", help="the export stage (default: the only one)")
 
 
 def exported_file(folder: Path, fmt: str) -> tuple[str, Path]:
-    """(format, path) of the exported model to run: ONNX when `auto` finds it, else TorchScript."""
+    """(format, path) of the exported model to run. `auto` is ONNX, never TorchScript: an
+    export folder may come from someone else (`dvc artifacts get`), and loading TorchScript
+    runs the program inside it, so it runs only when asked for with `--format torchscript`."""
     onnx, script = folder / "model.onnx", folder / "model.pt"
+    if fmt == "auto" and not onnx.exists() and script.exists():
+        raise RunError(
+            f"{onnx.as_posix()} does not exist, and kiln does not fall back to "
+            f"{script.as_posix()} on its own: TorchScript runs the code it holds when loaded, "
+            "so use it only from someone you trust, with --format torchscript (or add onnx "
+            "to the export stage's formats and rerun the export)"
+        )
     if fmt == "auto":
-        fmt = "onnx" if onnx.exists() else "torchscript"
+        fmt = "onnx"
     path = onnx if fmt == "onnx" else script
     if not path.exists():
         raise RunError(

@@ -11,8 +11,9 @@ what the model takes (`input.modality`), and that picks the pack's predictor
 - series: `kiln predict SPEC --file series.csv` forecasts the next `horizon` values after
   the table's last timestamp.
 
-`model.onnx` runs under onnxruntime (numpy only, no torch import) or `model.pt` under
-TorchScript (`--format`). The spec is read for the pipeline's name and export stage
+`model.onnx` runs under onnxruntime (numpy only, no torch import) by default; `model.pt`
+under TorchScript only with `--format torchscript`, since loading TorchScript runs the
+code it holds (see `exported_file`). The spec is read for the pipeline's name and export stage
 (validation only, no torch).
 """
 

@@ -2,10 +2,11 @@
 generator, as one PNG grid.
 
 Uses only the export folder (`runs/<pipeline>/<export stage>/out`): `model_card.json` says
-the noise size, then `model.onnx` runs under onnxruntime (numpy only, no torch import) or
-`model.pt` under TorchScript. The noise is numpy's seeded standard normal, so both formats
-draw the same images for the same seed. The spec is read for the pipeline's name and
-export stage (validation only).
+the noise size, then `model.onnx` runs under onnxruntime (numpy only, no torch import), or
+`model.pt` under TorchScript when asked for with `--format torchscript` (never by default:
+loading TorchScript runs the code it holds). The noise is numpy's seeded standard normal,
+so both formats draw the same images for the same seed. The spec is read for the
+pipeline's name and export stage (validation only).
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """Loading a spec's `plugins:` (built-in packs and entry points: `torchkiln.packs`).
 
 A spec's plugin is an importable module name (`my_project.models`) or a `.py` file
-path relative to the spec. Loading is idempotent, so validating many specs that name
-the same plugin imports it once. Nothing is added to `sys.path`: a module plugin must
-be importable (install your project with `pip install -e .`) or be given as a file.
+path relative to the spec, inside the repository (the working directory): a file outside
+it is refused before it is imported, since DVC cannot track it as a dependency. Loading is
+idempotent, so validating many specs that name the same plugin imports it once. Nothing is
+added to `sys.path`: a module plugin must be importable (install your project with
+`pip install -e .`) or be given as a file.
 """
 
 from __future__ import annotations
@@ -76,6 +78,13 @@ def _load_file(entry: str, spec_dir: Path) -> Plugin:
         raise PluginError(
             f"plugin file {entry!r} not found (looked for {_relative(path)}; "
             "file plugins are relative to the spec)"
+        )
+    if _inside_cwd(path) is None:  # checked before importing: its code never runs
+        raise PluginError(
+            f"plugin file {entry!r} is outside the repository ({path.as_posix()} is not under "
+            f"{Path.cwd().resolve().as_posix()}): DVC cannot track it, so editing it would "
+            "rerun nothing; move it into the repository (e.g. plugins/) or install it as a "
+            "package and name its module"
         )
     digest = hashlib.sha256(str(path).encode()).hexdigest()[:10]
     module_name = f"torchkiln_plugin_{path.stem}_{digest}"

@@ -289,6 +289,19 @@ def _cross_checks(
                     key=True,
                 )
             )
+        own = task.stage_defaults.get(node.kind.name)
+        if own is not None and own != node.kind.name:  # only `uses:` can pick such a kind
+            fix = f"write `uses: {own}`"
+            if name == node.kind.name:
+                fix += " or leave `uses:` out"
+            issues.append(
+                doc.issue(
+                    ("stages", name, "uses"),
+                    f"stage kind {node.kind.name!r} is not for {task.name} pipelines (their "
+                    f"{node.kind.name} stage kind is {own!r}): {fix}",
+                )
+            )
+            continue  # its own checks would only add follow-up errors
         for loc, message in node.kind.check(node.config, inputs, facts):
             issues.append(doc.issue(("stages", name, *loc), message))
         facts.by_stage[name] = node.kind.output_facts(node.config, inputs)

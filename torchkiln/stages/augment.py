@@ -49,14 +49,17 @@ class Augment(StageKind):
 
     @classmethod
     def check(cls, config: Any, inputs: Mapping[str, Facts], facts: GraphFacts) -> Problems:
+        # Its transforms, normalisation and preview are image operations: on another
+        # modality the stage would be accepted and silently do nothing.
         modality = inputs.get("dataset", NO_FACTS).modality
         if not modality or modality == "image":
             return []
-        lists = {"train": config.train, "eval": config.eval}
         return [
-            ((field,), f"image transforms cannot apply to a {modality} dataset")
-            for field, transforms in lists.items()
-            if transforms
+            (
+                (),
+                f"augment works on images only, and this dataset is {modality}: its transforms, "
+                "normalisation and preview would do nothing; remove the stage",
+            )
         ]
 
     def run(self, ctx: StageContext) -> None:
