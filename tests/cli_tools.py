@@ -11,13 +11,16 @@ assert the outcome and show the output when it is not the expected one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -207,3 +210,64 @@ def make_repo(root: Path, specs: dict[str, str], remote: Path | None = None) -> 
     run("git", "add", "-A", cwd=root)
     run("git", "commit", "-qm", "start", cwd=root)
     return root
+
+
+# -- warm workers (torchkiln.warm) the tests' `dvc repro` runs start --------------------------
+
+#: where a repository's warm workers keep their sockets and logs
+WARM_DIR = Path(".kiln/warm")
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def workers(repo: Path) -> list[int]:
+    """Pids of the warm workers serving `repo` (found by their command line, which their
+    children share until they end)."""
+    found, children = [], set(served(repo))
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        ours = b"torchkiln.warm.server" in argv and any(str(repo).encode() in a for a in argv)
+        if ours and alive(int(entry.name)) and int(entry.name) not in children:
+            found.append(int(entry.name))
+    return found
+
+
+def served(repo: Path) -> list[int]:
+    """Pids of the children the workers of `repo` forked, from their logs."""
+    if not (repo / WARM_DIR).exists():
+        return []
+    return [
+        int(line.split()[1].rstrip(":"))
+        for log in sorted((repo / WARM_DIR).glob("*.log"))
+        for line in log.read_text().splitlines()
+        if line.startswith("child ")
+    ]
+
+
+def stop_warm_workers(root: Path) -> None:
+    """Stop the warm workers serving `root` and the children they forked (SIGTERM, then
+    SIGKILL after 10 s), so no test leaves a process behind."""
+    if not root.exists():
+        return
+    pids = workers(root) + [p for p in served(root) if alive(p)]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    end = time.monotonic() + 10
+    while any(alive(p) for p in pids) and time.monotonic() < end:
+        time.sleep(0.1)
+    for pid in pids:
+        if alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

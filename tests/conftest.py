@@ -12,7 +12,7 @@ from registry_state import restored_registries
 
 # No warm worker (torchkiln.warm) in the many short-lived repositories the tests make: each
 # would preload torch beside the tests and outlive them. tests/test_warm.py turns it on.
-os.environ["KILN_WARM"] = "0"
+os.environ.setdefault("KILN_WARM", "0")
 
 
 @pytest.fixture(autouse=True)

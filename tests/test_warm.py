@@ -18,7 +18,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from cli_tools import BIN, KILN, TIMEOUT, digests, environment, make_repo, ok, stages_run
+from cli_tools import (
+    BIN,
+    KILN,
+    TIMEOUT,
+    alive,
+    digests,
+    environment,
+    make_repo,
+    ok,
+    served,
+    stages_run,
+    stop_warm_workers,
+    workers,
+)
 
 from torchkiln.warm import protocol
 
@@ -78,43 +91,6 @@ def wait_for(condition: Callable[[], object], what: str, timeout: float = 120) -
         time.sleep(0.1)
 
 
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def workers(repo: Path) -> list[int]:
-    """Pids of the warm workers serving `repo` (found by their command line, which their
-    children share until they end)."""
-    found, children = [], set(served(repo))
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        ours = b"torchkiln.warm.server" in argv and any(str(repo).encode() in a for a in argv)
-        if ours and alive(int(entry.name)) and int(entry.name) not in children:
-            found.append(int(entry.name))
-    return found
-
-
-def served(repo: Path) -> list[int]:
-    """Pids of the children the workers of `repo` forked, from their logs."""
-    if not (repo / protocol.WARM_DIR).exists():
-        return []
-    return [
-        int(line.split()[1].rstrip(":"))
-        for log in sorted((repo / protocol.WARM_DIR).glob("*.log"))
-        for line in log.read_text().splitlines()
-        if line.startswith("child ")
-    ]
-
-
 def log(repo: Path) -> str:
     """The workers' logs (what a test shows when a worker is not there)."""
     return "".join(p.read_text() for p in sorted((repo / protocol.WARM_DIR).glob("*.log")))
@@ -147,15 +123,7 @@ def repo(tmp_path: Path) -> Iterator[Path]:
     try:
         yield root
     finally:
-        pids = workers(root) + [p for p in served(root) if alive(p)] if root.exists() else []
-        for pid in pids:
-            os.kill(pid, signal.SIGTERM)
-        end = time.monotonic() + 10
-        while any(alive(p) for p in pids) and time.monotonic() < end:
-            time.sleep(0.1)
-        for pid in pids:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        stop_warm_workers(root)
 
 
 def test_key_separates_versions_environments_and_venvs(monkeypatch: pytest.MonkeyPatch) -> None:
