@@ -156,9 +156,9 @@ def write_series(
         if val_start - horizon < lookback:
             named = f"series {s.id!r}" if s.id else "the series"
             raise RunError(
-                f"{named} has {n} steps, too few for lookback {lookback} + horizon {horizon} "
-                f"(one training window) + val {split.val} + test {split.test} = {need}; "
-                "shorten the windows or the held-out spans"
+                f"{table.where}: {named} has {n} steps, too few for lookback {lookback} + "
+                f"horizon {horizon} (one training window) + val {split.val} + test "
+                f"{split.test} = {need}; shorten the windows or the held-out spans"
             )
         cuts = [val_start, test_start]
         v, count = fill_segments(s.values, spec.fill, cuts)
@@ -338,9 +338,9 @@ class SeriesStore:
 
     @classmethod
     def open(cls, folder: Path) -> SeriesStore:
-        from safetensors.torch import load_file
+        from torchkiln.runtime.datasets import read_safetensors
 
-        t = load_file(folder / "series.safetensors")
+        t = read_safetensors(folder / "series.safetensors")
         return cls(
             folder=folder,
             values=t["values"],

@@ -164,6 +164,13 @@ def _read_raw(path: Path, spec: TableSpec, where: str) -> tuple[pd.DataFrame, st
         raise TableError(f"{where} is empty; it needs a header row and rows of data") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise TableError(f"{where}: not valid CSV ({exc})") from exc
+    if not isinstance(frame.index, pd.RangeIndex):
+        # pandas turns the first column into the index when line 2 has one cell more
+        # than the header: say so instead of mislabelling every column
+        raise TableError(
+            f"{where}:2: the line has more cells than the header's {len(frame.columns)} "
+            f"columns (is the separator {spec.separator!r} right?)"
+        )
     frame.columns = [str(c).strip() for c in frame.columns]
     frame.index = frame.index + 2  # line numbers: the header is line 1
     return frame, where, "line"
@@ -222,7 +229,13 @@ def _times(frame: pd.DataFrame, spec: TableSpec, where: str) -> pd.DatetimeIndex
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "could not infer format": we report bad rows
-            parsed = pd.to_datetime(text, format=fmt, errors="coerce")
+            try:
+                parsed = pd.to_datetime(text, format=fmt, errors="coerce")
+            except ValueError as exc:  # the format itself: '%Q', a stray '%'
+                raise TableError(
+                    f"{where}: time_format {fmt!r} is not a valid strftime format ({exc}); "
+                    "e.g. %Y-%m-%d, %d/%m/%Y, %Y%m%d, year or quarter"
+                ) from None
     parsed = pd.DatetimeIndex(parsed)
     if parsed.tz is not None:
         parsed = parsed.tz_convert(None)
@@ -422,6 +435,12 @@ def _frequency(pieces: list[_Rows], stated: str | None, where: str, unit: str) -
                 f"freq {stated!r} is not a pandas frequency (e.g. MS for month starts, W-SAT, "
                 "QS, D, h)"
             ) from None
+        if offset.n <= 0:  # '0D' would divide by zero on the grid, '-1D' run backwards
+            raise TableError(f"freq {stated!r} is not a positive step (e.g. MS, W-SAT, D, 2h)")
+        try:  # '1000000000D' overflows pandas' timestamps
+            pd.date_range("2000-01-01", periods=2, freq=offset)
+        except (ValueError, OverflowError):
+            raise TableError(f"freq {stated!r} is too large a step for timestamps") from None
         return str(offset.freqstr)
     found = None
     for piece in sorted(pieces, key=lambda p: -len(p.times)):
@@ -438,7 +457,19 @@ def _frequency(pieces: list[_Rows], stated: str | None, where: str, unit: str) -
     return found
 
 
+#: A grid this many steps long, and a hundred times the rows, means a wrong `freq:`
+#: (nanoseconds over years of daily rows would need petabytes)
+MAX_GRID_STEPS = 1_000_000
+
+
 def _on_grid(piece: _Rows, freq: str, where: str, unit: str, spec: TableSpec) -> Series:
+    first, second = pd.date_range(piece.times[0], periods=2, freq=freq)
+    steps = (piece.times[-1] - piece.times[0]) / (second - first)
+    if steps > MAX_GRID_STEPS and steps > 100 * len(piece.times):
+        raise TableError(
+            f"{where}: freq {freq!r} puts about {steps:,.0f} steps between {piece.times[0]} and "
+            f"{piece.times[-1]}{_named(piece.id)}, for {len(piece.times)} rows; check `freq:`"
+        )
     grid = pd.date_range(piece.times[0], piece.times[-1], freq=freq)
     position = grid.get_indexer(piece.times)
     if (position < 0).any():

@@ -51,10 +51,14 @@ def _load(path: Path, display: str, chain: tuple[Path, ...]) -> YamlDocument:
     sources: list[Source] = []
     issues: list[Issue] = []
     for entry, loc in entries:
-        target = (path.parent / entry).resolve()
         where = doc.position(loc)
         ref = where.where(doc.file)
-        problem = _target_problem(target, entry, (*chain, resolved), doc.file)
+        try:
+            target = (path.parent / entry).resolve()
+            problem = _target_problem(target, entry, (*chain, resolved), doc.file)
+        except (OSError, ValueError) as exc:  # a NUL byte, a name too long for the system
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            problem = f"{entry[:60]!r} is not a usable file path ({why})"
         if problem:
             issues.append(doc.issue(loc, problem))
             continue

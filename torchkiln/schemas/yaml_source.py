@@ -67,6 +67,20 @@ class _Composer(Reader, Scanner, Parser, Composer, _CoreResolver):
         Parser.__init__(self)
         Composer.__init__(self)
         _CoreResolver.__init__(self)
+        self.depth = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        # PyYAML composes recursively: stop at the depth limit, where the node starts,
+        # rather than at Python's recursion limit with no position
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH + 1 and self.check_event(
+                yaml.MappingStartEvent, yaml.SequenceStartEvent
+            ):  # a key is composed a level below its mapping: only collections count
+                raise _TooDeep(self.peek_event())
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 @dataclass(frozen=True)
@@ -153,7 +167,7 @@ def dotted(loc: Loc) -> str:
     return out
 
 
-def _pos(node: Node) -> Position:
+def _pos(node: Node | yaml.Event) -> Position:
     return Position(node.start_mark.line + 1, node.start_mark.column + 1)
 
 
@@ -258,7 +272,7 @@ class _Builder:
 
 
 class _TooBig(Exception):
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node | yaml.Event) -> None:
         self.node = node
 
 
@@ -291,10 +305,18 @@ def _yaml_error(exc: yaml.MarkedYAMLError, file: str) -> SpecError:
     return SpecError([Issue(file, line, col, "", f"invalid YAML: {problem}")])
 
 
+def _too_deep(exc: _TooDeep, file: str) -> SpecError:
+    p = _pos(exc.node)
+    msg = f"the document nests deeper than {MAX_DEPTH} levels"
+    return SpecError([Issue(file, p.line, p.col, "", msg)])
+
+
 def load_yaml_text(text: str, file: str) -> YamlDocument:
     """Parse `text` (named `file` in messages) into a positioned document with a mapping root."""
     try:
         root = _Composer(text).get_single_node()
+    except _TooDeep as exc:
+        raise _too_deep(exc, file) from None
     except yaml.MarkedYAMLError as exc:
         raise _yaml_error(exc, file) from exc
     except yaml.YAMLError as exc:  # reader errors: control characters and the like
@@ -309,9 +331,7 @@ def load_yaml_text(text: str, file: str) -> YamlDocument:
     try:
         data = builder.build(root, ())
     except _TooDeep as exc:
-        p = _pos(exc.node)
-        msg = f"the document nests deeper than {MAX_DEPTH} levels"
-        raise SpecError([Issue(file, p.line, p.col, "", msg)]) from exc
+        raise _too_deep(exc, file) from None
     except _TooBig as exc:
         p = _pos(exc.node)
         msg = (
@@ -341,11 +361,12 @@ def read_spec_text(path: Path, display: str | None = None) -> str:
         raise UsageError(f"{name}: is a directory; give a .yaml spec file")
     try:
         size = path.stat().st_size
-        if size > MAX_BYTES:
-            raise UsageError(f"{name}: {size} bytes is too large for a spec (limit {MAX_BYTES})")
-        raw = path.read_bytes()
+        raw = b"" if size > MAX_BYTES else path.read_bytes()
     except OSError as exc:
         raise UsageError(f"{name}: cannot read: {exc.strerror}") from exc
+    if size > MAX_BYTES:  # refused unread: a spec is a page or two, not megabytes
+        message = f"the file is {size:,} bytes, more than the {MAX_BYTES:,} a spec may have"
+        raise SpecError([Issue(name, 1, 1, "", message)])
     return _decode(raw, name)
 
 

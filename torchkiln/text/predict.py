@@ -25,7 +25,15 @@ def _inputs(args: argparse.Namespace) -> list[str]:
             path = Path(args.file)
             if not path.is_file():
                 raise UsageError(f"--file {args.file}: no such file")
-            lines = path.read_text(encoding="utf-8").splitlines()
+            raw = path.read_bytes()
+            try:
+                lines = raw.decode("utf-8-sig").splitlines()
+            except UnicodeDecodeError as exc:
+                line = raw[: exc.start].count(b"\n") + 1
+                raise UsageError(
+                    f"--file {args.file}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
+                    "save it as UTF-8"
+                ) from None
         texts += [line for line in lines if line.strip()]
     if not texts:
         raise UsageError("give texts to classify, or --file FILE with one text per line")

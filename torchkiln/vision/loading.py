@@ -24,7 +24,7 @@ from torchkiln.runtime.datasets import (
     write_tensors,
 )
 from torchkiln.runtime.progress import log, progress
-from torchkiln.vision.decode import channels_of, decode_image
+from torchkiln.vision.decode import ImageTooLarge, channels_of, decode_image
 
 
 @dataclass
@@ -214,8 +214,9 @@ def load_image_folder(cfg: Any, seed: int) -> RawImages:
             if cfg.skip_corrupt:
                 skipped.append(rel)
                 continue
+            why = str(exc) if isinstance(exc, ImageTooLarge) else f"{type(exc).__name__}: {exc}"
             raise RunError(
-                f"cannot read image {path.as_posix()}: {exc.__class__.__name__}: {exc}. "
+                f"cannot read image {path.as_posix()}: {why}. "
                 "Fix or remove the file, or set `skip_corrupt: true` on the dataset to skip it"
             ) from exc
         if first_shape is None:
