@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from torchkiln.errors import WriteError
+from torchkiln.errors import InputError, WriteError
 
 
 def _fsync(path: Path, directory: bool = False) -> None:
@@ -109,7 +109,12 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
+    """A JSON file a stage wrote. One that is no longer JSON (truncated, edited by hand) is
+    an `InputError` naming it, so the runner can say which stage writes it anew."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise InputError(f"cannot read {path.as_posix()}: not valid JSON ({exc})", path) from exc
 
 
 def sha256_file(path: Path) -> str:

@@ -129,8 +129,11 @@ def interruptible(pipeline: Pipeline, name: str) -> Iterator[None]:
             text += "; its last epoch checkpoint is kept, so running it again resumes"
         return text
 
+    from torchkiln.runtime import stopping
+
     try:
-        yield
+        with stopping.handling():
+            yield
     except KeyboardInterrupt as exc:
         raise Interrupted(f"interrupted {what()}", signal.SIGINT) from exc
     except Terminated as exc:
@@ -174,8 +177,12 @@ def _run_here(pipeline: Pipeline, name: str, *, log: bool) -> float:
     paths = stage_paths(pipeline.name, name)
     _inputs(pipeline, name)  # before anything is removed: a missing input changes nothing
     with _failures_named(pipeline, name, paths):
-        _discard_old(paths)
-        staging = Path(tempfile.mkdtemp(prefix=STAGING, dir=paths.root))
+        staging = _make_staging(paths)
+        try:
+            _discard_old(paths)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     if log:
         say(f"== {pipeline.name}: {name} ({node.kind.name}) ==")
     start = time.perf_counter()
@@ -193,21 +200,35 @@ def _run_here(pipeline: Pipeline, name: str, *, log: bool) -> float:
     return time.perf_counter() - start
 
 
-def _discard_old(paths: StagePaths) -> None:
-    """Remove a previous run's outputs (and what a killed run left), `out/` first. Each is
-    renamed away in one step, then deleted: a folder that cannot be removed (read-only) is
-    left whole, never emptied halfway."""
+def _make_staging(paths: StagePaths) -> Path:
+    """The run's staging folder, made before anything old is removed, so a folder that
+    cannot be written (read-only, full) fails the run with every old output in place.
+    What a killed run left (staging and discard folders) is removed first."""
     if paths.root.exists():
         for leftover in [*paths.root.glob(f"{STAGING}*"), *paths.root.glob(f"{DISCARDED}*")]:
             shutil.rmtree(leftover, ignore_errors=True)
-    old = [p for p in (paths.out, paths.metrics, paths.plots) if os.path.lexists(p)]
     paths.root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=STAGING, dir=paths.root))
+
+
+def _discard_old(paths: StagePaths) -> None:
+    """Remove a previous run's outputs, `out/` first. Each is renamed away in one step,
+    then deleted: a folder that cannot be removed (read-only) is left whole, never emptied
+    halfway. If a rename fails, what was renamed is put back: nothing changed."""
+    old = [p for p in (paths.out, paths.metrics, paths.plots) if os.path.lexists(p)]
     if not old:
         return
     bin_ = Path(tempfile.mkdtemp(prefix=DISCARDED, dir=paths.root))
+    moved: list[Path] = []
     try:
         for path in old:
             os.replace(path, bin_ / path.name)
+            moved.append(path)
+    except BaseException:
+        for path in reversed(moved):
+            with contextlib.suppress(OSError):
+                os.replace(bin_ / path.name, path)
+        raise
     finally:
         shutil.rmtree(bin_, ignore_errors=True)
 

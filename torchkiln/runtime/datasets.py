@@ -12,6 +12,8 @@ Formats are looked up in `torchkiln.data.formats`, so a domain pack adds its own
 
 from __future__ import annotations
 
+import errno
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,7 +22,7 @@ import torch
 
 from torchkiln.data import formats
 from torchkiln.data.info import DatasetInfo
-from torchkiln.errors import RunError
+from torchkiln.errors import InputError, RunError
 from torchkiln.io import atomic_write_bytes, read_json, write_json
 
 SPLITS = ("train", "val", "test")
@@ -79,11 +81,20 @@ class DatasetArtifact:
         if name not in self._cache:
             read = formats.reader(self.meta["format"])
             if read is None:
-                raise RunError(
-                    f"dataset artifact {self.folder} has format {self.meta['format']!r}, "
-                    "which no loaded pack reads"
+                raise InputError(
+                    f"dataset artifact {self.folder.as_posix()}/meta.json has format "
+                    f"{self.meta['format']!r}, which no loaded pack reads",
+                    self.folder / "meta.json",
                 )
-            self._cache[name] = read(self, name)
+            split = read(self, name)
+            if name in self.info.counts and len(split) != self.count(name):
+                raise InputError(
+                    f"{self.folder.as_posix()}/meta.json says the {name} split has "
+                    f"{self.count(name)} examples, but its data has {len(split)}: the "
+                    "artifact was changed after load_data wrote it",
+                    self.folder / "meta.json",
+                )
+            self._cache[name] = split
         return self._cache[name]
 
     def count(self, name: str) -> int:
@@ -93,17 +104,44 @@ class DatasetArtifact:
 def open_dataset(folder: Path) -> DatasetArtifact:
     meta_path = folder / "meta.json"
     if not meta_path.exists():
-        raise RunError(f"{folder} is not a dataset artifact (no meta.json); run load_data first")
+        raise InputError(
+            f"{folder.as_posix()} is not a dataset artifact ({meta_path.as_posix()} is missing)",
+            meta_path,
+        )
     meta = read_json(meta_path)
-    if meta.get("artifact") != "dataset":
-        raise RunError(f"{folder} holds a {meta.get('artifact')!r} artifact, not a dataset")
-    return DatasetArtifact(folder, meta, DatasetInfo.from_json(meta["info"]))
+    if not isinstance(meta, dict) or meta.get("artifact") != "dataset":
+        kind = meta.get("artifact") if isinstance(meta, dict) else None
+        where = meta_path.as_posix()
+        raise InputError(f"{where} describes a {kind!r} artifact, not a dataset", meta_path)
+    try:
+        return DatasetArtifact(folder, meta, DatasetInfo.from_json(meta["info"]))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise InputError(
+            f"{meta_path.as_posix()} is not the dataset description load_data writes "
+            f"({type(exc).__name__}: {exc})",
+            meta_path,
+        ) from exc
+
+
+def read_safetensors(path: Path, keys: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of an artifact's safetensors file (only `keys`, read lazily, when given).
+    A damaged file (truncated, overwritten) is an `InputError` naming it, and a missing one
+    an OSError that does (the library's own errors name neither)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return {k: fh.get_tensor(k) for k in (fh.keys() if keys is None else keys)}
+    except SafetensorError as exc:
+        raise InputError(
+            f"cannot read {path.as_posix()}: not a complete safetensors file ({exc})", path
+        ) from exc
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path)) from exc
 
 
 def read_tensors(artifact: DatasetArtifact, split: str) -> SplitData:
-    from safetensors.torch import load_file
-
-    tensors = load_file(artifact.folder / "data.safetensors")
+    tensors = read_safetensors(artifact.folder / "data.safetensors")
     names = sorted(k.split(".", 1)[1] for k in tensors if k.startswith(f"{split}.x"))
     inputs = tuple(tensors[f"{split}.{n}"] for n in names)
     return TensorSplit(inputs, tensors[f"{split}.y"])

@@ -5,6 +5,7 @@ engine (engine.py), evaluation and export use them."""
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -13,6 +14,7 @@ import torch
 
 from torchkiln.errors import RunError
 from torchkiln.runtime.datasets import SplitData, TensorSplit
+from torchkiln.runtime.stopping import held
 
 Batch = tuple[tuple[torch.Tensor, ...], torch.Tensor]
 
@@ -78,7 +80,15 @@ def iterate_batches(
         pin_memory=pin_memory,
         worker_init_fn=_worker_ignores_stop_signals,
     )
-    yield from loader
+    # Python drops an exception raised in an at-fork hook (starting the workers runs
+    # logging's) or in a __del__ (the iterator's stops them): a Ctrl-C there is held
+    with held():
+        batches = iter(loader)
+    try:
+        yield from batches
+    finally:
+        with held():
+            del batches
 
 
 def _worker_ignores_stop_signals(worker_id: int) -> None:
@@ -90,6 +100,15 @@ def _worker_ignores_stop_signals(worker_id: int) -> None:
     dies: torch's watchdog in each worker checks.)"""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.excepthook = _quiet_when_main_left
+
+
+def _quiet_when_main_left(args: threading.ExceptHookArgs) -> None:
+    """In a worker: a main process stopped (Ctrl-C) while a batch's tensors were being
+    handed over resets the connection of the worker's fd-sharing thread; that is no error
+    to print a traceback for."""
+    if not issubclass(args.exc_type, ConnectionError):
+        threading.__excepthook__(args)
 
 
 def to_device(batch: Batch, device: torch.device) -> Batch:

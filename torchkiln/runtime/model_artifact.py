@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 from torchkiln.data.info import DatasetInfo
-from torchkiln.errors import RunError
+from torchkiln.errors import InputError, RunError
 from torchkiln.io import read_json, write_json
 from torchkiln.registry import kinds
-from torchkiln.runtime.datasets import write_tensors
+from torchkiln.runtime.datasets import read_safetensors, write_tensors
 
 WEIGHTS = "weights.safetensors"
 
@@ -56,9 +56,16 @@ class ModelArtifact:
     def build(self, load_weights: bool = True) -> nn.Module:
         module = self.config().build(self.info)
         if load_weights:
-            from safetensors.torch import load_file
-
-            module.load_state_dict(load_file(self.folder / WEIGHTS))
+            path = self.folder / WEIGHTS
+            try:
+                module.load_state_dict(read_safetensors(path))
+            except RuntimeError as exc:  # other names or shapes than model.json's model
+                first = str(exc).splitlines()[0]
+                raise InputError(
+                    f"{path.as_posix()} does not hold the weights of the model "
+                    f"{self.folder.as_posix()}/model.json describes ({first})",
+                    path,
+                ) from exc
         for name, param in module.named_parameters():
             if name in set(self.frozen):
                 param.requires_grad_(False)
@@ -90,8 +97,17 @@ def write_model(
 def open_model(folder: Path) -> ModelArtifact:
     meta_path = folder / "model.json"
     if not meta_path.exists():
-        raise RunError(f"{folder} is not a model artifact (no model.json)")
-    return ModelArtifact(folder, read_json(meta_path))
+        raise InputError(
+            f"{folder.as_posix()} is not a model artifact ({meta_path.as_posix()} is missing)",
+            meta_path,
+        )
+    meta = read_json(meta_path)
+    model = meta.get("model") if isinstance(meta, dict) else None
+    if not isinstance(model, dict) or "name" not in model or "info" not in meta:
+        raise InputError(
+            f"{meta_path.as_posix()} is not the model description a model stage writes", meta_path
+        )
+    return ModelArtifact(folder, meta)
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -104,9 +120,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.exists():
         raise RunError(f"weights file {path.as_posix()} does not exist")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(path)
+        return read_safetensors(path)
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

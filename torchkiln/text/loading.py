@@ -414,10 +414,11 @@ class TextSplit:
 
 
 def read_text_tokens(artifact: Any, split: str) -> TextSplit:
-    from safetensors import safe_open
+    from torchkiln.runtime.datasets import read_safetensors
 
-    with safe_open(str(artifact.folder / "tokens.safetensors"), framework="pt") as fh:
-        tensors = {k: fh.get_tensor(f"{split}.{k}") for k in ("tokens", "offsets", "y")}
+    names = {k: f"{split}.{k}" for k in ("tokens", "offsets", "y")}
+    stored = read_safetensors(artifact.folder / "tokens.safetensors", list(names.values()))
+    tensors = {k: stored[name] for k, name in names.items()}
     return TextSplit(
         tokens=tensors["tokens"],
         offsets=tensors["offsets"],

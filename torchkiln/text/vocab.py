@@ -11,13 +11,14 @@ learned tokens by decreasing train-split frequency (ties in code-point order).
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from torchkiln.errors import InputError
+from torchkiln.io import read_json
 from torchkiln.text.tokenizers import TokenizerConfig, tokenizer_from_json
 
 PAD, UNK, CLS = "<pad>", "<unk>", "<cls>"
@@ -156,7 +157,14 @@ class TextEncoder:
 
     @classmethod
     def from_folder(cls, folder: Path) -> TextEncoder:
-        """From a folder holding `tokenizer.json` and `vocab.json` (a dataset or export)."""
-        settings = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
-        vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
-        return cls.from_json(settings, vocab)
+        """From a folder holding `tokenizer.json` and `vocab.json` (a dataset or export).
+        A damaged file (not JSON, or not what kiln wrote) is an `InputError` naming it."""
+        settings, vocab = read_json(folder / "tokenizer.json"), read_json(folder / "vocab.json")
+        try:
+            return cls.from_json(settings, vocab)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise InputError(
+                f"{folder.as_posix()}/vocab.json and tokenizer.json are not the vocabulary "
+                f"kiln writes ({type(exc).__name__}: {exc})",
+                folder / "vocab.json",
+            ) from exc
