@@ -13,6 +13,7 @@ The two exact paths must agree on every valid position (checked); `rnn_classifie
 `pack: auto` uses the masked path on the CPU. Exits 1 when masked is not faster than packed.
 
     .venv/bin/python benchmarks/rnn_paths.py [--threads 2] [--repeats 5] [--lengths 300-400]
+        [--quick]
 """
 
 from __future__ import annotations
@@ -38,7 +39,10 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--lengths", default="300-400", help="text lengths, drawn uniformly")
+    parser.add_argument("--quick", action="store_true", help="--repeats 2")
     args = parser.parse_args()
+    if args.quick:
+        args.repeats = 2
     torch.set_num_threads(args.threads)
     low, high = (int(v) for v in args.lengths.split("-"))
     batch, length = 32, high
