@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import load, machine
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 EPOCH_LINE = re.compile(r"^epoch (\d+)/\d+ .*\((\d+\.\d+)s\)")
@@ -161,10 +163,7 @@ def main() -> int:
     if args.worker:
         worker(Path(args.worker), args.steps)
         return 0
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    cpu = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines()
-                if line.startswith("Model name")), "unknown CPU")  # fmt: skip
-    print(f"CPU: {cpu}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f}", flush=True)
+    print(f"CPU: {machine()}; {load()}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         specs = {

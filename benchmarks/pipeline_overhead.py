@@ -79,6 +79,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from machine import load, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -91,25 +92,6 @@ status=$?
 echo "$start $EPOCHREALTIME $*" >> "$KILN_BENCH_TIMES"
 exit $status
 """
-
-
-def machine() -> str:
-    """lscpu's model name and the core count."""
-    model = "unknown CPU"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores"
-
-
-def load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} (1, 5, 15 min)"
 
 
 def environment(*, warm: bool, shim: Path | None = None, times: Path | None = None) -> dict:

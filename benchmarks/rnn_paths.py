@@ -19,7 +19,6 @@ The two exact paths must agree on every valid position (checked); `rnn_classifie
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -29,6 +28,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from machine import load, machine
 
 from torchkiln.data.info import DatasetInfo
 from torchkiln.text.models import RnnClassifier
@@ -89,12 +90,7 @@ def main() -> int:
         order = list(paths) if round_ % 2 == 0 else list(reversed(paths))
         for name in order:
             times[name].append(step(paths[name]))
-    import subprocess
-
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    cpu = next((ln.split(":", 1)[1].strip() for ln in lscpu.splitlines()
-                if ln.startswith("Model name")), "unknown CPU")  # fmt: skip
-    print(f"CPU: {cpu}; {args.threads} thread(s); load average {os.getloadavg()[0]:.1f}")
+    print(f"CPU: {machine()}; {args.threads} thread(s); {load()}")
     print(f"batch {batch}, lengths {low}-{high}, embedding 128, BiLSTM 64 per direction")
     for name, values in times.items():
         print(f"{name:<20} {statistics.median(values) * 1000:8.0f} ms per step "

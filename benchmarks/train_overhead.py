@@ -68,6 +68,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from machine import load, machine
 from torch import nn
 
 SPEC = """\
@@ -87,22 +88,6 @@ stages:
     optimizer: {{name: AdamW, lr: 1.0e-3, weight_decay: 0.01}}
 """
 VAL_BATCH = 256
-
-
-def machine() -> str:
-    """The CPU model and the core count (lscpu's 'Model name')."""
-    model = "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{model}, {os.cpu_count()} cores"
-
-
-def load() -> str:
-    one, five, _ = os.getloadavg()
-    return f"load average {one:.2f} (1 min) {five:.2f} (5 min)"
 
 
 def prepare(folder: Path, batch_size: int) -> Any:

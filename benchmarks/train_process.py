@@ -37,6 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import load, machine
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -57,20 +59,6 @@ stages:
     optimizer: {{name: AdamW}}
 """
 EPOCH_LINE = re.compile(r"^epoch \d+/\d+ .*\((\d+\.\d)s\)", re.MULTILINE)
-
-
-def machine() -> str:
-    model = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    return f"{model}, {os.cpu_count()} cores"
-
-
-def load() -> str:
-    one, five, _ = os.getloadavg()
-    return f"load average {one:.2f} (1 min) {five:.2f} (5 min)"
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:

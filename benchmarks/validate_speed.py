@@ -12,11 +12,12 @@ Exits 1 when validate takes `--limit` x the torch import or more, or when a comm
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from machine import load, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's bin/: its python and its kiln
@@ -29,15 +30,6 @@ def wall_time(cmd: list[str]) -> float:
     if result.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
     return elapsed
-
-
-def machine() -> str:
-    """lscpu's model name and the core count."""
-    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    names = [
-        line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name:")
-    ]
-    return f"{names[0] if names else 'unknown CPU'}, {os.cpu_count()} cores"
 
 
 def main() -> int:
@@ -64,8 +56,7 @@ def main() -> int:
     best_validate, best_torch = min(times["validate"]), min(times["torch"])
     ratio = best_validate / best_torch
 
-    one, five, _ = os.getloadavg()
-    print(f"{machine()}, load average {one:.2f} (1 min) {five:.2f} (5 min)")
+    print(f"{machine()}, {load()}")
     print(f"kiln validate ({len(specs)} specs): {best_validate:.3f} s  (best of {args.runs})")
     print(f'python -c "import torch":    {best_torch:.3f} s  (best of {args.runs})')
     verdict = "PASS" if ratio < args.limit else "FAIL"
