@@ -1296,6 +1296,18 @@ def series_cases(draw: st.DrawFn) -> SeriesCase:
     )
 
 
+def _load_series(cfg: Any, out: Path) -> None:
+    """What the load_series stage does with a validated `cfg`, writing into `out`."""
+    cfg.dataset.load(0).write_series(
+        out,
+        windows=cfg.windows,
+        split=cfg.split,
+        scaling=cfg.scaling,
+        task="forecast",
+        source=cfg.dataset.model_dump(mode="json"),
+    )
+
+
 def check_series_table(case: SeriesCase, root: Path) -> str:
     """load_series with csv_series: reading the table, splitting, filling, windows, scaling."""
     from pydantic import ValidationError
@@ -1334,15 +1346,7 @@ def check_series_table(case: SeriesCase, root: Path) -> str:
         out = root / "out"
         out.mkdir(exist_ok=True)
         try:
-            raw = cfg.dataset.load(0)
-            raw.write_series(
-                out,
-                windows=cfg.windows,
-                split=cfg.split,
-                scaling=cfg.scaling,
-                task="forecast",
-                source=cfg.dataset.model_dump(mode="json"),
-            )
+            _load_series(cfg, out)
         except (RunError, UsageError) as exc:
             message = str(exc)
             no_python_repr(message, what)
@@ -1604,15 +1608,7 @@ def series_export(root: Path) -> Path:
         }
         with working_directory(folder):
             cfg = LoadSeriesConfig.model_validate(block)
-            raw = cfg.dataset.load(0)
-            raw.write_series(
-                folder,
-                windows=cfg.windows,
-                split=cfg.split,
-                scaling=cfg.scaling,
-                task="forecast",
-                source=cfg.dataset.model_dump(mode="json"),
-            )
+            _load_series(cfg, folder)
         card = {"task": "forecast", "input": {"modality": "series"}}
         (folder / "model_card.json").write_text(json.dumps(card), encoding="utf-8")
         _SERIES_EXPORTS[root] = folder
