@@ -123,15 +123,20 @@ def open_dataset(folder: Path) -> DatasetArtifact:
         ) from exc
 
 
-def read_safetensors(path: Path, keys: list[str] | None = None) -> dict[str, torch.Tensor]:
-    """The tensors of an artifact's safetensors file (only `keys`, read lazily, when given).
+def read_safetensors(
+    path: Path, keys: list[str] | None = None, *, prefix: str = ""
+) -> dict[str, torch.Tensor]:
+    """The tensors of an artifact's safetensors file: `keys` when given, else those whose
+    name starts with `prefix` (all by default); only those are read from the disk.
     A damaged file (truncated, overwritten) is an `InputError` naming it, and a missing one
     an OSError that does (the library's own errors name neither)."""
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as fh:
-            return {k: fh.get_tensor(k) for k in (fh.keys() if keys is None else keys)}
+            listed = fh.keys()  # a safe_open handle is not iterable
+            names = [k for k in listed if k.startswith(prefix)] if keys is None else keys
+            return {k: fh.get_tensor(k) for k in names}
     except SafetensorError as exc:
         raise InputError(
             f"cannot read {path.as_posix()}: not a complete safetensors file ({exc})", path
@@ -141,7 +146,8 @@ def read_safetensors(path: Path, keys: list[str] | None = None) -> dict[str, tor
 
 
 def read_tensors(artifact: DatasetArtifact, split: str) -> SplitData:
-    tensors = read_safetensors(artifact.folder / "data.safetensors")
+    # only this split's tensors: each split is read once, when a stage first asks for it
+    tensors = read_safetensors(artifact.folder / "data.safetensors", prefix=f"{split}.")
     names = sorted(k.split(".", 1)[1] for k in tensors if k.startswith(f"{split}.x"))
     inputs = tuple(tensors[f"{split}.{n}"] for n in names)
     return TensorSplit(inputs, tensors[f"{split}.y"])
