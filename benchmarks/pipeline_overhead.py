@@ -361,17 +361,47 @@ def examples(repo: Path) -> int:
     return len(stages)
 
 
+def stripped(source: Path, target: Path, keys: tuple[str, ...]) -> None:
+    """A copy of the examples' repository whose stages lose the entries `keys` (params,
+    metrics, plots), recorded again: what those entries cost DVC in a no-op."""
+    shutil.copytree(source, target, symlinks=True)
+    dvc_yaml = target / "dvc.yaml"
+    document = yaml.safe_load(dvc_yaml.read_text())
+    for body in document["stages"].values():
+        for key in keys:
+            body.pop(key, None)
+    dvc_yaml.write_text(yaml.safe_dump(document, sort_keys=False))
+    run([str(BIN / "dvc"), "commit", "-f", "-q"], target)
+
+
+def yaml_parser() -> str:
+    _, out = run(
+        [str(BIN / "python"), "-c", "import ruamel.yaml.main as m; print(m.CParser is not None)"],
+        ROOT,
+    )
+    return "C (ruamel.yaml.clib)" if out.strip() == "True" else "pure Python (no ruamel.yaml.clib)"
+
+
 def measure_noop(tmp: Path, args: argparse.Namespace) -> bool:
     print(f"\n== no-op dvc repro over all the examples; {load()}", flush=True)
+    print(f"DVC's YAML parser: {yaml_parser()}", flush=True)
     real = tmp / "examples"
     count = examples(real)
+    stripped(real, tmp / "no-params", ("params",))
+    stripped(real, tmp / "deps-outs", ("params", "metrics", "plots"))
     fake = tmp / "fake"
     fake_pipeline(fake, count)
-    repos = {"examples": real, "floor": fake}
+    repos = {
+        "examples": real,
+        "no-params": tmp / "no-params",
+        "deps-outs": tmp / "deps-outs",
+        "floor": fake,
+    }
     env = environment(warm=True)
     for repo in repos.values():  # warm the file cache and DVC's state database
         run([str(BIN / "dvc"), "repro"], repo, env)
     times: dict[str, list[float]] = {name: [] for name in repos}
+    times["kiln repro"] = []
     for r in range(args.noop_rounds):
         order = list(repos) if r % 2 == 0 else list(reversed(repos))
         for name in order:
@@ -379,8 +409,27 @@ def measure_noop(tmp: Path, args: argparse.Namespace) -> bool:
             if "Running stage" in out:
                 sys.exit(f"the no-op repro of {name} ran a stage:\n{out}")
             times[name].append(seconds)
+        seconds, out = run([str(BIN / "kiln"), "repro"], real, env)
+        if "Running stage" in out:
+            sys.exit(f"the no-op kiln repro ran a stage:\n{out}")
+        times["kiln repro"].append(seconds)
         print(f"round {r + 1}: " + "  ".join(f"{n} {t[-1]:.2f} s" for n, t in times.items()))
     many, floor = med(times["examples"]), med(times["floor"])
+    print(f"medians of {args.noop_rounds}, over the floor per stage ({count} stages):")
+    rows = {
+        "examples": "dvc repro, the examples' stages as `kiln dvc` writes them",
+        "no-params": "the same without their params entries",
+        "deps-outs": "the same without params, metrics and plots (deps and outs only)",
+        "floor": "trivial `true` stages: one file dep, one file out",
+        "kiln repro": "kiln repro (kiln dvc's check, then dvc repro) of the examples",
+    }
+    for name, what in rows.items():
+        seconds = med(times[name])
+        extra = (seconds - floor) / count * 1000
+        print(
+            f"  {name:10s} {seconds:6.2f} s  {seconds / floor:5.2f}x  "
+            f"{extra:+6.1f} ms/stage  {what}"
+        )
     ratio = many / floor
     ok = ratio <= args.max_noop_ratio
     print(

@@ -21,11 +21,11 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from cli_tools import run
 from filelock import FileLock
 
 pytestmark = pytest.mark.e2e
 
-BIN = Path(sys.executable).parent
 TIMEOUT = 600
 
 SPEC = """\
@@ -61,40 +61,9 @@ sys.exit(code)
 SECTIONS = ("state", "spec", "data", "curves", "metrics", "figures", "export", "versions")
 
 
-# -- a small local helper: the venv's kiln, dvc and git as subprocesses ----------------------
-
-
-def environment() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])
-    env.update(
-        PYTHONDONTWRITEBYTECODE="1",
-        NO_COLOR="1",
-        KILN_PROGRESS="lines",
-        OMP_NUM_THREADS="1",
-        MKL_NUM_THREADS="1",
-        DVC_NO_ANALYTICS="1",
-        GIT_AUTHOR_NAME="test",
-        GIT_AUTHOR_EMAIL="test@example.com",
-        GIT_COMMITTER_NAME="test",
-        GIT_COMMITTER_EMAIL="test@example.com",
-    )
-    return env
-
-
 def sh(*args: str | Path, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    argv = [str(a) for a in args]
-    if argv[0] in ("kiln", "dvc"):
-        argv[0] = str(BIN / argv[0])
-    result = subprocess.run(
-        argv, cwd=cwd, env=environment(), capture_output=True, text=True, timeout=TIMEOUT,
-        check=False,
-    )  # fmt: skip
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(argv)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
-        )
-    return result
+    """`cli_tools.run` (the venv's tools first on PATH) with this file's longer timeout."""
+    return run(*args, cwd=cwd, check=check, timeout=TIMEOUT)
 
 
 def build_repo(root: Path) -> None:
