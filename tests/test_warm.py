@@ -1,8 +1,8 @@
 """The warm worker (torchkiln.warm) through the real `kiln` and `dvc repro`: runs it serves
 are cold runs (same bytes, exit codes, messages), it starts by itself under DVC and is
 detached from it, it is private and fork-safe, and it survives its faults: a stale socket,
-a worker of another key, two clients at once, Ctrl-C, a worker killed mid-stage, its
-repository removed. Every worker a test starts is stopped when the test ends."""
+a worker of another key, two clients at once, Ctrl-C, Ctrl-Z, a worker killed mid-stage,
+its repository removed. Every worker a test starts is stopped when the test ends."""
 
 from __future__ import annotations
 
@@ -116,6 +116,20 @@ def staging(repo: Path) -> list[Path]:
     return [p for p in (repo / "runs").glob("*/*/*") if p.name.startswith(prefixes)]
 
 
+def state(pid: int) -> str | None:
+    """The process's state letter (R, S, T for stopped...), None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def cpu_ticks(pid: int) -> int:
+    """User + system CPU time of a process so far, in clock ticks."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
 @pytest.fixture
 def repo(tmp_path: Path) -> Iterator[Path]:
     """A git + DVC repository; its workers (and anything they forked) are stopped after."""
@@ -215,6 +229,29 @@ def test_worker_faults(repo: Path) -> None:
     assert len(said) == 1 and "interrupted stage 'train' of endless" in said[0], err
     wait_for(lambda: not alive(child), "the child to end", timeout=10)
     assert not staging(repo)
+
+    # Ctrl-Z stops the child with its client (the child is not in the terminal's group),
+    # and `fg` (SIGCONT) lets both go on. A group of its own, as a shell's job: SIGTSTP is
+    # not acted on in an orphaned one.
+    process = subprocess.Popen(
+        [str(KILN), "run", "pipelines/endless.yaml", "--stage", "train"], cwd=repo,
+        env=warm_environment(), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        process_group=0,
+    )  # fmt: skip
+    wait_for(lambda: staging(repo), "the train stage")
+    child = served(repo)[-1]
+    process.send_signal(signal.SIGTSTP)
+    wait_for(lambda: state(process.pid) == "T" and state(child) == "T", "both to stop", 10)
+    stopped_at = cpu_ticks(child)
+    time.sleep(1.0)
+    assert cpu_ticks(child) == stopped_at, "the child trained on while its client was stopped"
+    process.send_signal(signal.SIGCONT)
+    wait_for(lambda: cpu_ticks(child) > stopped_at, "the child to train again", 10)
+    assert state(process.pid) != "T" and state(child) != "T"
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, out + err
+    wait_for(lambda: not alive(child), "the child to end", timeout=10)
 
     # the client killed (DVC killed): the worker stops its child, which cleans up
     process = start(KILN, "run", "pipelines/endless.yaml", "--stage", "train", cwd=repo)

@@ -56,7 +56,19 @@ def run_warm(argv: list[str]) -> int | None:
             return
         _deliver(child[0], signum)
 
+    def suspend(signum: int, frame: object) -> None:
+        """Ctrl-Z: the child is not in the terminal's group, so stop it with us, and let it
+        go on when we do (`fg`, `bg`)."""
+        if child:
+            _deliver(child[0], signal.SIGSTOP)
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTSTP)  # stopped here until SIGCONT
+        signal.signal(signal.SIGTSTP, suspend)
+        if child:
+            _deliver(child[0], signal.SIGCONT)
+
     previous = {s: signal.signal(s, forward) for s in FORWARDED}
+    previous[signal.SIGTSTP] = signal.signal(signal.SIGTSTP, suspend)
     try:
         conn = _connect(path)
         if conn is None:
@@ -102,9 +114,9 @@ def run_warm(argv: list[str]) -> int | None:
 
 
 def _deliver(child: int, signum: int) -> None:
-    """Ctrl-C reaches a terminal's whole foreground group: the child and what it started
-    (its own group, once it has made it); any other signal the child only."""
-    if signum == signal.SIGINT:
+    """Ctrl-C and Ctrl-Z reach a terminal's whole foreground group: the child and what it
+    started (its own group, once it has made it); any other signal the child only."""
+    if signum in (signal.SIGINT, signal.SIGSTOP, signal.SIGCONT):
         with contextlib.suppress(OSError):
             os.killpg(child, signum)
             return
