@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+#: What `kiln dvc` writes, at the repository's root.
+DVC_FILE = Path("dvc.yaml")
 #: Each stage writes under runs/<pipeline>/<stage>/.
 RUNS = Path("runs")
 #: Undeclared per-stage scratch (epoch checkpoints): survives failures, not a DVC output.

@@ -4,7 +4,8 @@ Every DVC stage is its own `kiln run` process, and each pays for `import torch` 
 libraries (seconds on a small CPU). A warm worker is a process that holds them imported
 and forks a fresh child for each stage; `kiln run` becomes a thin client that hands the
 child its command line, environment, working directory and standard streams, forwards
-Ctrl-C and SIGTERM to it, stops it on Ctrl-Z, and exits with its status. DVC sees an ordinary process.
+Ctrl-C and SIGTERM to it, stops it on Ctrl-Z, and exits with its status. DVC sees an
+ordinary process.
 
 - client.py: what `kiln run` does first (light: no torch).
 - server.py: the worker (`python -m torchkiln.warm.server`), started by itself when useful

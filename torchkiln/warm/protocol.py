@@ -57,15 +57,18 @@ def _installed() -> list[tuple[str, int]]:
     return found
 
 
+def installation() -> str:
+    """The interpreter, the environment's packages and torchkiln's source, as one digest:
+    what changes when anything is installed, upgraded or edited."""
+    blob = json.dumps([sys.prefix, sys.executable, sys.version, _installed(), source_digest()])
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
 def key(environ: dict[str, str] | None = None) -> str:
     environ = dict(os.environ if environ is None else environ)
     loaded = {k: v for k, v in sorted(environ.items()) if k.startswith(IMPORT_TIME_PREFIXES)}
     affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    blob = json.dumps(
-        [sys.prefix, sys.executable, sys.version, _installed(), source_digest(), loaded,
-         affinity, os.getuid()],
-        sort_keys=True,
-    )  # fmt: skip
+    blob = json.dumps([installation(), loaded, affinity, os.getuid()], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
