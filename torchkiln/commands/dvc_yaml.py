@@ -1,5 +1,5 @@
-"""`kiln dvc [--check]` writes dvc.yaml from the specs; `kiln repro` does that, then
-`dvc repro` with the arguments given."""
+"""`kiln dvc [--check]` writes dvc.yaml from the specs; `kiln repro` does that (unless
+dvc_stamp says nothing it reads changed), then `dvc repro` with the arguments given."""
 
 from __future__ import annotations
 
@@ -23,7 +23,12 @@ def register(add: AddCommand) -> None:
         action="store_true",
         help="change nothing; exit 1 with a diff when dvc.yaml is stale",
     )
-    p = add("repro", run_repro, "Run `kiln dvc`, then `dvc repro` with the arguments given.")
+    p = add(
+        "repro",
+        run_repro,
+        "Run `kiln dvc` (skipped when no spec, base, package or dvc.yaml changed since the "
+        "last), then `dvc repro` with the arguments given.",
+    )
     p.add_argument(
         "dvc_args",
         nargs=argparse.REMAINDER,
