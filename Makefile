@@ -53,8 +53,8 @@ format: setup
 
 # Each benchmark prints its figures, the CPU and the load average, and a PASS/FAIL (or INFO)
 # verdict line, and exits 1 on a miss. All of them run; their verdicts are repeated at the
-# end, and the target fails if any did. The defaults are the real measurement (about 20
-# minutes on a quiet 2-core machine, well over an hour on a loaded one: benchmarks/README.md);
+# end, and the target fails if any did. The defaults are the real measurement (8 minutes
+# on a quiet 2-core AVX-512 EPYC, well over an hour on a loaded machine: benchmarks/README.md);
 # `make benchmarks BENCH_ARGS=--quick` checks every script end to end in about 18 minutes
 # on a loaded 2-core machine; its figures are not the measurement.
 BENCHMARKS := validate_speed.py train_overhead.py train_process.py distributed.py rnn_paths.py \
