@@ -116,3 +116,9 @@ def test_a_spec_edited_while_the_compile_ran_is_not_remembered(project: Path) ->
     assert not dvc_stamp.STAMP.exists()
     dvc_stamp.record(default_specs(), files, plugins=False, began=later + 1)
     assert fresh()
+
+
+def test_kiln_dvc_check_changes_nothing(project: Path) -> None:
+    dvc_stamp.STAMP.unlink()
+    assert main(["dvc", "--check"]) == 0
+    assert not dvc_stamp.STAMP.exists()

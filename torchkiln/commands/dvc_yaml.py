@@ -71,7 +71,8 @@ def run_dvc(args: argparse.Namespace) -> int:
     began = time.time()
     compiled = compile_dvc(specs)
     if compiled.current == compiled.new:
-        dvc_stamp.record(specs, compiled.files, plugins=compiled.plugins, began=began)
+        if not args.check:  # --check changes nothing, not even kiln's own cache
+            dvc_stamp.record(specs, compiled.files, plugins=compiled.plugins, began=began)
         print(f"{DVC_FILE} is up to date ({compiled.count} kiln stages)")
         return 0
     if args.check:
